@@ -1,0 +1,270 @@
+//! Commands over HTTP with real JWTs, beside the event store's raw append
+//! rate measured in the same run at the same concurrency.
+//!
+//! ```text
+//! cargo run --release -p api --example command_bench [-- SECONDS]
+//! ```
+//!
+//! Serves the real router on a free loopback port over the database
+//! `fulcrum_bench` (recreated) on the server of `DATABASE_URL` (default
+//! `postgres://postgres@127.0.0.1:5432`, TLS off).
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use api::auth::{mint_hs256, Authenticator, JwtConfig, Role};
+use api::{AppState, Application};
+use commands::{CommandHandler, ExecutorConfig};
+use eventstore::{db, EventStore, ExpectedVersion, NewEvent};
+use serde_json::json;
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{ConnectOptions, Connection};
+
+const DB: &str = "fulcrum_bench";
+const SECRET: &str = "a-benchmark-secret-that-is-long-enough";
+
+#[derive(Default)]
+struct Tally {
+    latencies: Vec<Duration>,
+    ok: u64,
+    conflicts: u64,
+    other: u64,
+}
+
+struct Summary {
+    ok_per_s: f64,
+    conflicts_per_s: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    other: u64,
+}
+
+fn summarize(mut tallies: Vec<Tally>, elapsed: f64) -> Summary {
+    let mut all = Tally::default();
+    for t in tallies.iter_mut() {
+        all.latencies.append(&mut t.latencies);
+        all.ok += t.ok;
+        all.conflicts += t.conflicts;
+        all.other += t.other;
+    }
+    all.latencies.sort();
+    let pct = |p: f64| {
+        let n = all.latencies.len();
+        all.latencies
+            .get(((n as f64 * p) as usize).min(n.saturating_sub(1)))
+            .map_or(0.0, |d| d.as_secs_f64() * 1e3)
+    };
+    Summary {
+        ok_per_s: all.ok as f64 / elapsed,
+        conflicts_per_s: all.conflicts as f64 / elapsed,
+        p50_ms: pct(0.5),
+        p99_ms: pct(0.99),
+        other: all.other,
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let seconds: u64 = std::env::args()
+        .nth(1)
+        .map(|s| s.parse())
+        .transpose()?
+        .unwrap_or(5);
+    let duration = Duration::from_secs(seconds);
+    let server = std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable".into());
+    let url = recreate_database(&server).await?;
+    let pool = db::connect(&url, 40).await?;
+    db::migrate(&pool).await?;
+    let store = EventStore::new(pool);
+    let jwt = JwtConfig {
+        jwt_secret: Some(SECRET.into()),
+        jwt_public_key_pem: None,
+        jwt_issuer: "fulcrum".into(),
+        jwt_audience: "fulcrum-api".into(),
+        dev: false,
+    };
+    let state = AppState {
+        commands: CommandHandler::new(store.clone(), ExecutorConfig::default()),
+        store: store.clone(),
+        auth: Arc::new(Authenticator::from_config(&jwt)?),
+    };
+    let app = Application::with_state(state, "127.0.0.1:0".parse()?).await?;
+    let base = format!("http://{}", app.local_addr()?);
+    tokio::spawn(app.run_until_stopped());
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(64)
+        .build()?;
+    let mint = |sub: &str, role| {
+        mint_hs256(
+            SECRET.as_bytes(),
+            sub,
+            role,
+            Duration::from_secs(3600),
+            "fulcrum",
+            "fulcrum-api",
+        )
+        .unwrap()
+    };
+    let operator = mint("bench-operator", Role::Operator);
+    for i in 0..10 {
+        let product = json!({"sku": format!("SKU-{i}"), "name": "Bench", "unit_price": 1000 + i, "currency": "EUR"});
+        let r = client
+            .post(format!("{base}/api/v1/products"))
+            .bearer_auth(&operator)
+            .json(&product)
+            .send()
+            .await?;
+        anyhow::ensure!(
+            r.status() == 201,
+            "defining a product failed: {}",
+            r.status()
+        );
+    }
+
+    println!(
+        "command_bench: {seconds} s per row, {} CPUs, HTTP over loopback, HS256 JWTs\n",
+        std::thread::available_parallelism()?
+    );
+    println!("| workload | clients | ok/s | conflicts/s | p50 ms | p99 ms | other errors | raw appends/s (same clients) | ratio |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for clients in [1, 8, 32] {
+        let raw = raw_appends(&store, clients, duration).await;
+        let tokens: Vec<String> = (0..clients)
+            .map(|c| mint(&format!("customer-{c}"), Role::Customer))
+            .collect();
+        let s = http_load(&client, &base, &tokens, duration, |c, n| {
+            let body = json!({
+                "lines": [{"sku": format!("SKU-{}", (c + n) % 10), "quantity": 1 + n % 3}],
+                "shipping_address": {"name": "Bench", "line1": "1 Main St", "city": "Berlin", "postal_code": "10115", "country": "DE"},
+                "payment_method": "tok_visa"
+            });
+            ("/api/v1/orders".to_owned(), body)
+        })
+        .await;
+        println!(
+            "| PlaceOrder | {clients} | {:.0} | {:.1} | {:.2} | {:.2} | {} | {raw:.0} | {:.2}x |",
+            s.ok_per_s,
+            s.conflicts_per_s,
+            s.p50_ms,
+            s.p99_ms,
+            s.other,
+            s.ok_per_s / raw
+        );
+    }
+    let tokens: Vec<String> = (0..32).map(|_| operator.clone()).collect();
+    let s = http_load(&client, &base, &tokens, duration, |_, _| {
+        (
+            "/api/v1/inventory/SKU-0/receipts".to_owned(),
+            json!({"quantity": 1}),
+        )
+    })
+    .await;
+    println!(
+        "| stock receipt, one hot SKU | 32 | {:.0} | {:.1} | {:.2} | {:.2} | {} | | |",
+        s.ok_per_s, s.conflicts_per_s, s.p50_ms, s.p99_ms, s.other
+    );
+    Ok(())
+}
+
+/// Each client posts back to back until the time is up.
+async fn http_load(
+    client: &reqwest::Client,
+    base: &str,
+    tokens: &[String],
+    duration: Duration,
+    request: impl Fn(usize, usize) -> (String, serde_json::Value) + Send + Sync + Copy + 'static,
+) -> Summary {
+    let start = Instant::now();
+    let deadline = start + duration;
+    let tasks: Vec<_> = tokens
+        .iter()
+        .enumerate()
+        .map(|(c, token)| {
+            let (client, base, token) = (client.clone(), base.to_owned(), token.clone());
+            tokio::spawn(async move {
+                let mut tally = Tally::default();
+                let mut n = 0;
+                while Instant::now() < deadline {
+                    let (path, body) = request(c, n);
+                    n += 1;
+                    let t = Instant::now();
+                    let response = client
+                        .post(format!("{base}{path}"))
+                        .bearer_auth(&token)
+                        .json(&body)
+                        .send()
+                        .await;
+                    match response.map(|r| r.status().as_u16()) {
+                        Ok(200..=299) => {
+                            tally.latencies.push(t.elapsed());
+                            tally.ok += 1;
+                        }
+                        Ok(409) => tally.conflicts += 1,
+                        _ => tally.other += 1,
+                    }
+                }
+                tally
+            })
+        })
+        .collect();
+    let mut tallies = Vec::new();
+    for t in tasks {
+        tallies.push(t.await.expect("client panicked"));
+    }
+    summarize(tallies, start.elapsed().as_secs_f64())
+}
+
+/// The event store's raw rate: one event per append, a new stream each.
+async fn raw_appends(store: &EventStore, writers: usize, duration: Duration) -> f64 {
+    let start = Instant::now();
+    let deadline = start + duration;
+    let tasks: Vec<_> = (0..writers)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut n = 0u64;
+                while Instant::now() < deadline {
+                    let event =
+                        NewEvent::new("BenchEvent", 1, json!({"sku": "SKU-1", "quantity": 3}));
+                    let stream = format!("bench-{}", uuid::Uuid::new_v4());
+                    if store
+                        .append(
+                            &stream,
+                            ExpectedVersion::NoStream,
+                            &[event],
+                            &json!({"user_id": "bench"}),
+                        )
+                        .await
+                        .is_ok()
+                    {
+                        n += 1;
+                    }
+                }
+                n
+            })
+        })
+        .collect();
+    let mut total = 0;
+    for t in tasks {
+        total += t.await.expect("writer panicked");
+    }
+    total as f64 / start.elapsed().as_secs_f64()
+}
+
+async fn recreate_database(server: &str) -> anyhow::Result<String> {
+    let base = PgConnectOptions::from_str(server)?;
+    let mut admin = base.clone().database("postgres").connect().await?;
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {DB} WITH (FORCE)"))
+        .execute(&mut admin)
+        .await?;
+    sqlx::query(&format!("CREATE DATABASE {DB}"))
+        .execute(&mut admin)
+        .await?;
+    admin.close().await?;
+    let mut url = reqwest::Url::parse(server)?;
+    url.set_path(DB);
+    Ok(url.to_string())
+}

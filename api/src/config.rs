@@ -1,0 +1,104 @@
+//! Typed configuration from the environment (or flags).
+
+use std::net::SocketAddr;
+
+/// Settings shared by every subcommand that talks to the database.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DatabaseConfig {
+    /// Postgres URL. The database is created if it does not exist. The local
+    /// default disables TLS on loopback; a production URL keeps its own
+    /// `sslmode`.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/fulcrum?sslmode=disable",
+        hide_env_values = true
+    )]
+    pub database_url: String,
+
+    /// Largest number of pooled database connections.
+    #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 20)]
+    pub database_max_connections: u32,
+}
+
+/// Settings of `fulcrum serve`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeConfig {
+    /// Database settings.
+    #[command(flatten)]
+    pub database: DatabaseConfig,
+
+    /// Address the HTTP server listens on (port 0 picks a free port).
+    #[arg(long, env = "FULCRUM_ADDR", default_value = "127.0.0.1:8080")]
+    pub addr: SocketAddr,
+
+    /// Token verification.
+    #[command(flatten)]
+    pub jwt: crate::auth::JwtConfig,
+
+    /// Snapshot an aggregate every this many events (0: never).
+    #[arg(long, env = "FULCRUM_SNAPSHOT_EVERY", default_value_t = 100)]
+    pub snapshot_every: u64,
+
+    /// Roles this process runs, comma-separated: api (HTTP), relay (events
+    /// to Kafka), projector (read models from Kafka). Each can run as its own
+    /// process; projectors scale out through Kafka consumer groups.
+    #[arg(
+        long,
+        env = "FULCRUM_ROLES",
+        value_delimiter = ',',
+        default_value = "api,relay,projector"
+    )]
+    pub roles: Vec<Role>,
+
+    /// Kafka settings.
+    #[command(flatten)]
+    pub kafka: KafkaConfig,
+}
+
+/// A part of the system `fulcrum serve` can run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Role {
+    /// The HTTP server.
+    Api,
+    /// Publishes committed events to Kafka.
+    Relay,
+    /// Builds the read models from Kafka.
+    Projector,
+}
+
+/// Kafka settings shared by the relay and the projectors.
+#[derive(Debug, Clone, clap::Args)]
+pub struct KafkaConfig {
+    /// Bootstrap servers (a local Tansu by default; see scripts/kafka.sh).
+    #[arg(long, env = "KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+    pub kafka_brokers: String,
+
+    /// Topic prefix: topics are `<prefix>.<aggregate>.events`.
+    #[arg(long, env = "FULCRUM_TOPIC_PREFIX", default_value = "fulcrum")]
+    pub topic_prefix: String,
+
+    /// Partitions of topics the relay creates.
+    #[arg(long, env = "KAFKA_PARTITIONS", default_value_t = 3)]
+    pub kafka_partitions: i32,
+
+    /// Replication factor of topics the relay creates.
+    #[arg(long, env = "KAFKA_REPLICATION", default_value_t = 1)]
+    pub kafka_replication: i32,
+
+    /// Consumer `session.timeout.ms`.
+    #[arg(long, env = "KAFKA_SESSION_TIMEOUT_MS", default_value_t = 6000)]
+    pub kafka_session_timeout_ms: u32,
+
+    /// Consumer `max.poll.interval.ms`.
+    #[arg(long, env = "KAFKA_MAX_POLL_INTERVAL_MS", default_value_t = 7000)]
+    pub kafka_max_poll_interval_ms: u32,
+
+    /// Consumer `fetch.wait.max.ms` (low: read-model latency).
+    #[arg(long, env = "KAFKA_FETCH_WAIT_MAX_MS", default_value_t = 10)]
+    pub kafka_fetch_wait_max_ms: u32,
+
+    /// What a projector does after dead-lettering an event it cannot apply: halt or skip.
+    #[arg(long, env = "FULCRUM_PROJECTION_ON_ERROR", default_value = "halt")]
+    pub projection_on_error: String,
+}

@@ -1,0 +1,13 @@
+//! The Fulcrum HTTP server: configuration, start-up, routes and errors.
+//! The `fulcrum` binary (`src/main.rs`) is a thin CLI over this library.
+
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod extract;
+pub mod routes;
+pub mod startup;
+pub mod telemetry;
+
+pub use config::{DatabaseConfig, ServeConfig};
+pub use startup::{AppState, Application};

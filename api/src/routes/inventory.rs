@@ -1,0 +1,61 @@
+//! `POST /api/v1/inventory/{sku}/receipts`: receive stock (operator).
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use domain::inventory::InventoryCommand;
+use domain::Product;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::write::{answer, context};
+use crate::auth::{Caller, Role};
+use crate::error::ApiError;
+use crate::extract::{ApiJson, CorrelationId, IdempotencyKey};
+use crate::startup::AppState;
+
+/// The body of a stock receipt.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Receipt {
+    quantity: i64,
+}
+
+/// Receives stock of a defined product: 201 `{"sku", "position"}`; 404 for
+/// a SKU the catalogue does not know.
+#[tracing::instrument(skip_all, fields(sku = %sku))]
+pub async fn receive(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(sku): Path<String>,
+    correlation: CorrelationId,
+    key: IdempotencyKey,
+    body: ApiJson<Receipt>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    caller.require(&[Role::Operator, Role::Admin])?;
+    if domain::validate_sku(&sku).is_err() {
+        return Err(ApiError::NotFound(format!("no product {sku}")));
+    }
+    let product = state
+        .commands
+        .products
+        .repository()
+        .load(&domain::stream_id::<Product>(&sku))
+        .await?;
+    if !product.state.defined {
+        return Err(ApiError::NotFound(format!("no product {sku}")));
+    }
+    let route = format!("POST /api/v1/inventory/{sku}/receipts");
+    let context = context(&caller, correlation, key, &route, &body.raw);
+    let command = InventoryCommand::ReceiveStock {
+        sku: sku.clone(),
+        quantity: body.value.quantity,
+    };
+    let reply = json!({"sku": sku});
+    let outcome = state
+        .commands
+        .inventory
+        .execute(&sku, command, context, reply)
+        .await?;
+    Ok(answer(StatusCode::CREATED, outcome))
+}

@@ -1,0 +1,50 @@
+//! HTTP routes, one module per route group.
+
+pub mod audit;
+pub mod health;
+pub mod inventory;
+pub mod orders;
+pub mod products;
+mod write;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use axum::{middleware, Router};
+
+use crate::error::ApiError;
+use crate::extract::{self, MAX_BODY_BYTES};
+use crate::startup::AppState;
+
+/// Every route of the server.
+pub fn router(state: AppState) -> Router {
+    let api = Router::new()
+        .route("/products", post(products::define))
+        .route("/inventory/{sku}/receipts", post(inventory::receive))
+        .route("/orders", post(orders::place))
+        .route("/orders/{id}/cancel", post(orders::cancel))
+        .route("/orders/{id}/ship", post(orders::ship))
+        .route("/orders/{id}/deliver", post(orders::deliver))
+        .route(
+            "/audit/streams/{stream_id}/events",
+            get(audit::stream_events),
+        )
+        .route("/audit/events", get(audit::events))
+        .fallback(not_found);
+    Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .nest("/api/v1", api)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn(extract::correlation))
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound("no such route".into())
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed("this route does not take that method".into())
+}

@@ -1,0 +1,203 @@
+//! Order commands: place (customer), cancel (owner or staff), ship and
+//! deliver (operator).
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use commands::{OrderRequest, RequestedLine};
+use domain::order::OrderCommand;
+use domain::{Address, CancelReason, Order};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use super::write::{answer, context};
+use crate::auth::{Caller, Role};
+use crate::error::ApiError;
+use crate::extract::{ApiJson, CorrelationId, IdempotencyKey, OptionalApiJson};
+use crate::startup::AppState;
+
+/// The body of `POST /api/v1/orders`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlaceOrder {
+    lines: Vec<Line>,
+    shipping_address: Address,
+    payment_method: String,
+}
+
+/// One requested line.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Line {
+    sku: String,
+    quantity: i64,
+}
+
+/// The optional body of a cancellation.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Cancel {
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+/// The body of a shipment notice.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ship {
+    carrier: String,
+    tracking_number: String,
+}
+
+/// The (empty) body of a delivery notice.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Deliver {}
+
+/// Longest free-text cancellation note.
+const MAX_NOTE_CHARS: usize = 500;
+
+/// Places an order for the calling customer, priced from the catalogue:
+/// 202 `{"order_id", "status": "placed", "position"}`.
+#[tracing::instrument(skip_all)]
+pub async fn place(
+    State(state): State<AppState>,
+    caller: Caller,
+    correlation: CorrelationId,
+    key: IdempotencyKey,
+    body: ApiJson<PlaceOrder>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    caller.require(&[Role::Customer])?;
+    let ApiJson { value: b, raw } = body;
+    let context = context(&caller, correlation, key, "POST /api/v1/orders", &raw);
+    let request = OrderRequest {
+        order_id: Uuid::new_v4(),
+        customer_id: caller.user_id.clone(),
+        lines: b
+            .lines
+            .into_iter()
+            .map(|l| RequestedLine {
+                sku: l.sku,
+                quantity: l.quantity,
+            })
+            .collect(),
+        shipping_address: b.shipping_address,
+        payment_method: b.payment_method,
+    };
+    let outcome = state.commands.place_order(request, context).await?;
+    Ok(answer(StatusCode::ACCEPTED, outcome))
+}
+
+/// Cancels an order (reason `customer_cancelled`, also when staff cancel):
+/// 202 `{"order_id", "position"}`; 409 once shipped.
+#[tracing::instrument(skip_all, fields(order_id = %id))]
+pub async fn cancel(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    correlation: CorrelationId,
+    key: IdempotencyKey,
+    OptionalApiJson(body): OptionalApiJson<Cancel>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    caller.require(&[Role::Customer, Role::Operator, Role::Admin])?;
+    let order_id = find_order(&state, &caller, &id).await?;
+    let (note, raw) = match body {
+        Some(ApiJson { value, raw }) => (value.reason, raw),
+        None => (None, Value::Null),
+    };
+    if note
+        .as_ref()
+        .is_some_and(|n| n.chars().count() > MAX_NOTE_CHARS)
+    {
+        return Err(ApiError::invalid(
+            "reason",
+            format!("at most {MAX_NOTE_CHARS} characters"),
+        ));
+    }
+    let route = format!("POST /api/v1/orders/{order_id}/cancel");
+    let mut context = context(&caller, correlation, key, &route, &raw);
+    if let Some(note) = note {
+        context = context.with_note(note);
+    }
+    let command = OrderCommand::CancelOrder {
+        reason: CancelReason::CustomerCancelled,
+    };
+    run(&state, order_id, command, context).await
+}
+
+/// Records that a confirmed order shipped: 202 `{"order_id", "position"}`.
+#[tracing::instrument(skip_all, fields(order_id = %id))]
+pub async fn ship(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    correlation: CorrelationId,
+    key: IdempotencyKey,
+    body: ApiJson<Ship>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    caller.require(&[Role::Operator, Role::Admin])?;
+    let order_id = find_order(&state, &caller, &id).await?;
+    let route = format!("POST /api/v1/orders/{order_id}/ship");
+    let context = context(&caller, correlation, key, &route, &body.raw);
+    let command = OrderCommand::ShipOrder {
+        carrier: body.value.carrier,
+        tracking_number: body.value.tracking_number,
+    };
+    run(&state, order_id, command, context).await
+}
+
+/// Records that a shipped order was delivered: 202 `{"order_id", "position"}`.
+#[tracing::instrument(skip_all, fields(order_id = %id))]
+pub async fn deliver(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    correlation: CorrelationId,
+    key: IdempotencyKey,
+    OptionalApiJson(body): OptionalApiJson<Deliver>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    caller.require(&[Role::Operator, Role::Admin])?;
+    let order_id = find_order(&state, &caller, &id).await?;
+    let raw = body.map_or(Value::Null, |b| b.raw);
+    let route = format!("POST /api/v1/orders/{order_id}/deliver");
+    let context = context(&caller, correlation, key, &route, &raw);
+    run(&state, order_id, OrderCommand::DeliverOrder, context).await
+}
+
+/// The order `id` if it exists and the caller may act on it: 404 for an
+/// unknown or malformed id, 403 for a customer's look at someone else's order.
+async fn find_order(state: &AppState, caller: &Caller, id: &str) -> Result<Uuid, ApiError> {
+    let not_found = || ApiError::NotFound(format!("no order {id}"));
+    let order_id = Uuid::parse_str(id).map_err(|_| not_found())?;
+    let order = state
+        .commands
+        .orders
+        .repository()
+        .load(&domain::stream_id::<Order>(order_id))
+        .await?;
+    if order.state.status.is_none() {
+        return Err(not_found());
+    }
+    if !caller.is_staff() && order.state.customer_id != caller.user_id {
+        return Err(ApiError::Forbidden(
+            "this order belongs to another customer".into(),
+        ));
+    }
+    Ok(order_id)
+}
+
+async fn run(
+    state: &AppState,
+    order_id: Uuid,
+    command: OrderCommand,
+    context: commands::CommandContext,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let reply = json!({"order_id": order_id});
+    let outcome = state
+        .commands
+        .orders
+        .execute(&order_id.to_string(), command, context, reply)
+        .await?;
+    Ok(answer(StatusCode::ACCEPTED, outcome))
+}

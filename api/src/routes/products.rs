@@ -1,0 +1,52 @@
+//! `POST /api/v1/products`: define a product (operator).
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use domain::product::ProductCommand;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::write::{answer, context};
+use crate::auth::{Caller, Role};
+use crate::error::ApiError;
+use crate::extract::{ApiJson, CorrelationId, IdempotencyKey};
+use crate::startup::AppState;
+
+/// The body of a product definition.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DefineProduct {
+    sku: String,
+    name: String,
+    unit_price: i64,
+    currency: String,
+}
+
+/// Defines a product: 201 `{"sku", "position"}`; 409 if the SKU exists.
+#[tracing::instrument(skip_all)]
+pub async fn define(
+    State(state): State<AppState>,
+    caller: Caller,
+    correlation: CorrelationId,
+    key: IdempotencyKey,
+    body: ApiJson<DefineProduct>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    caller.require(&[Role::Operator, Role::Admin])?;
+    let ApiJson { value: b, raw } = body;
+    domain::validate_sku(&b.sku).map_err(|m| ApiError::invalid("sku", m))?;
+    let context = context(&caller, correlation, key, "POST /api/v1/products", &raw);
+    let reply = json!({"sku": b.sku});
+    let command = ProductCommand::DefineProduct {
+        sku: b.sku.clone(),
+        name: b.name,
+        unit_price: b.unit_price,
+        currency: b.currency,
+    };
+    let outcome = state
+        .commands
+        .products
+        .execute(&b.sku, command, context, reply)
+        .await?;
+    Ok(answer(StatusCode::CREATED, outcome))
+}

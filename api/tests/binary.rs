@@ -1,0 +1,181 @@
+//! The real `fulcrum` binary: `migrate`, and `serve` from a missing database
+//! to `/readyz` 200 to a graceful SIGTERM shutdown.
+#![allow(clippy::unwrap_used)]
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use eventstore::testing::server_url;
+
+/// A URL for a database that does not exist yet, and a guard that drops it.
+struct FreshDatabase {
+    url: String,
+    name: String,
+}
+
+impl FreshDatabase {
+    fn new() -> Self {
+        let name = format!("fulcrum_bin_{}", uuid::Uuid::new_v4().simple());
+        let mut url = reqwest::Url::parse(&server_url()).unwrap();
+        url.set_path(&name);
+        FreshDatabase {
+            url: url.to_string(),
+            name,
+        }
+    }
+}
+
+impl Drop for FreshDatabase {
+    fn drop(&mut self) {
+        let _ = Command::new("psql")
+            .args([
+                &server_url(),
+                "-qc",
+                &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn migrate_creates_the_database_and_applies_every_migration() {
+    let db = FreshDatabase::new();
+
+    let status = Command::new(env!("CARGO_BIN_EXE_fulcrum"))
+        .arg("migrate")
+        .env("DATABASE_URL", &db.url)
+        .status()
+        .unwrap();
+
+    assert!(status.success());
+    let applied = Command::new("psql")
+        .args([
+            &db.url,
+            "-Atc",
+            "SELECT count(*) FROM _sqlx_migrations WHERE success",
+        ])
+        .output()
+        .unwrap();
+    let count: usize = String::from_utf8_lossy(&applied.stdout)
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(count, eventstore::db::MIGRATOR.iter().count());
+}
+
+#[tokio::test]
+async fn serve_becomes_ready_and_stops_gracefully_on_sigterm() {
+    let db = FreshDatabase::new();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fulcrum"))
+        .arg("serve")
+        .env("DATABASE_URL", &db.url)
+        .env("FULCRUM_ADDR", &addr)
+        .env("JWT_SECRET", "a-binary-test-secret-that-is-long-enough")
+        .spawn()
+        .unwrap();
+
+    let client = reqwest::Client::new();
+    let mut ready = None;
+    for _ in 0..200 {
+        if let Ok(r) = client.get(format!("http://{addr}/readyz")).send().await {
+            ready = Some(r.status());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let health = client
+        .get(format!("http://{addr}/healthz"))
+        .send()
+        .await
+        .unwrap();
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let exit = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+
+    assert_eq!(ready, Some(reqwest::StatusCode::OK));
+    assert_eq!(health.status(), reqwest::StatusCode::OK);
+    assert!(exit.success(), "fulcrum serve exited with {exit}");
+}
+
+fn serve_output(envs: &[(&str, &str)], args: &[&str]) -> std::process::Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_fulcrum"));
+    command
+        .arg("serve")
+        .args(args)
+        .env_remove("JWT_SECRET")
+        .env_remove("JWT_PUBLIC_KEY_PEM");
+    command.env("FULCRUM_ADDR", format!("127.0.0.1:{}", free_port()));
+    // A database that is never reached: the key check comes first.
+    command.env("DATABASE_URL", "postgres://postgres@127.0.0.1:1/never");
+    for (k, v) in envs {
+        command.env(k, v);
+    }
+    command.output().unwrap()
+}
+
+#[test]
+fn serve_refuses_to_start_without_a_token_key() {
+    let out = serve_output(&[], &[]);
+
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no JWT key configured"));
+}
+
+#[test]
+fn serve_refuses_an_hs256_secret_shorter_than_32_bytes() {
+    let out = serve_output(&[("JWT_SECRET", "too-short-secret")], &[]);
+
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("at least 32 bytes"));
+}
+
+#[test]
+fn serve_dev_says_loudly_that_it_uses_the_development_secret() {
+    // Gets past the key check, warns, then fails on the unreachable database.
+    let out = serve_output(&[], &["--dev"]);
+
+    assert!(String::from_utf8_lossy(&out.stderr).contains("DEVELOPMENT MODE"));
+}
+
+#[test]
+fn token_mints_a_token_the_dev_server_accepts() {
+    let out = Command::new(env!("CARGO_BIN_EXE_fulcrum"))
+        .args([
+            "token", "--sub", "alice", "--role", "customer", "--ttl", "1h", "--dev",
+        ])
+        .env_remove("JWT_SECRET")
+        .output()
+        .unwrap();
+    let token = String::from_utf8(out.stdout).unwrap();
+    let config = api::auth::JwtConfig {
+        jwt_secret: None,
+        jwt_public_key_pem: None,
+        jwt_issuer: "fulcrum".into(),
+        jwt_audience: "fulcrum-api".into(),
+        dev: true,
+    };
+
+    let claims = api::auth::Authenticator::from_config(&config)
+        .unwrap()
+        .verify(token.trim())
+        .unwrap();
+
+    assert_eq!(claims.sub, "alice");
+    assert_eq!(claims.role, api::auth::Role::Customer);
+}

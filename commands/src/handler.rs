@@ -1,0 +1,125 @@
+//! [`CommandHandler`]: one executor per aggregate, and the commands that
+//! read one aggregate to decide on another (placing an order prices its
+//! lines from the catalogue).
+
+use std::sync::Arc;
+
+use domain::order::OrderCommand;
+use domain::{
+    validate_sku, Address, DomainError, FieldError, Inventory, Order, Payment, PricedLine, Product,
+    Shipment,
+};
+use eventstore::EventStore;
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::{CommandContext, CommandError, Executor, ExecutorConfig, Outcome};
+
+/// Carries out every command of the system.
+#[derive(Clone)]
+pub struct CommandHandler {
+    /// The product catalogue.
+    pub products: Arc<Executor<Product>>,
+    /// Stock per SKU.
+    pub inventory: Arc<Executor<Inventory>>,
+    /// Orders.
+    pub orders: Arc<Executor<Order>>,
+    /// Payments per order.
+    pub payments: Arc<Executor<Payment>>,
+    /// Shipments per order.
+    pub shipments: Arc<Executor<Shipment>>,
+}
+
+/// An order as a client places it: SKUs and quantities, priced here.
+#[derive(Debug, Clone)]
+pub struct OrderRequest {
+    /// The new order's id.
+    pub order_id: Uuid,
+    /// The customer placing it (the JWT subject).
+    pub customer_id: String,
+    /// What to order.
+    pub lines: Vec<RequestedLine>,
+    /// Where to ship.
+    pub shipping_address: Address,
+    /// Payment method token.
+    pub payment_method: String,
+}
+
+/// One line of an [`OrderRequest`].
+#[derive(Debug, Clone)]
+pub struct RequestedLine {
+    /// The product.
+    pub sku: String,
+    /// Units.
+    pub quantity: i64,
+}
+
+impl CommandHandler {
+    /// Executors over `store`, all with `config`.
+    pub fn new(store: EventStore, config: ExecutorConfig) -> Self {
+        CommandHandler {
+            products: Executor::new(store.clone(), config),
+            inventory: Executor::new(store.clone(), config),
+            orders: Executor::new(store.clone(), config),
+            payments: Executor::new(store.clone(), config),
+            shipments: Executor::new(store, config),
+        }
+    }
+
+    /// Places order `request.order_id` (which must be freshly generated), with each line's unit price and currency taken from
+    /// the catalogue now. An unknown or malformed SKU is an invalid field
+    /// (`lines[i].sku`); everything else is the order's own rules. Answers
+    /// with `reply` `{"order_id", "status": "placed"}`.
+    #[tracing::instrument(skip_all, fields(order_id = %request.order_id))]
+    pub async fn place_order(
+        &self,
+        request: OrderRequest,
+        context: CommandContext,
+    ) -> Result<Outcome, CommandError> {
+        let lines = self.price(&request.lines).await?;
+        let command = OrderCommand::PlaceOrder {
+            order_id: request.order_id,
+            customer_id: request.customer_id,
+            lines,
+            shipping_address: request.shipping_address,
+            payment_method: request.payment_method,
+        };
+        let reply = json!({"order_id": request.order_id, "status": "placed"});
+        // The id is a fresh UUID: no need to read a stream that cannot exist.
+        self.orders
+            .create(&request.order_id.to_string(), command, context, reply)
+            .await
+    }
+
+    async fn price(&self, lines: &[RequestedLine]) -> Result<Vec<PricedLine>, CommandError> {
+        let mut priced = Vec::with_capacity(lines.len());
+        let mut errors = Vec::new();
+        for (i, line) in lines.iter().enumerate() {
+            let field = format!("lines[{i}].sku");
+            if let Err(message) = validate_sku(&line.sku) {
+                errors.push(FieldError::new(field, message));
+                continue;
+            }
+            let stream_id = domain::stream_id::<Product>(&line.sku);
+            let product = self.products.repository().load(&stream_id).await?;
+            if !product.state.defined {
+                errors.push(FieldError::new(
+                    field,
+                    format!("unknown product {}", line.sku),
+                ));
+                continue;
+            }
+            priced.push(PricedLine {
+                sku: line.sku.clone(),
+                quantity: line.quantity,
+                unit_price: product.state.unit_price,
+                currency: product.state.currency.clone(),
+            });
+        }
+        if errors.is_empty() {
+            Ok(priced)
+        } else {
+            Err(DomainError::Invalid(errors).into())
+        }
+    }
+}

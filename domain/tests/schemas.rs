@@ -1,0 +1,48 @@
+//! The JSON Schemas in `schemas/` are generated from the Rust types; this
+//! test fails when they drift. Regenerate with
+//! `FULCRUM_BLESS_SCHEMAS=1 cargo test -p domain --test schemas`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::PathBuf;
+
+use domain::{
+    InventoryCommand, InventoryEvent, OrderCommand, OrderEvent, PaymentCommand, PaymentEvent,
+    ProductCommand, ProductEvent, ShipmentCommand, ShipmentEvent,
+};
+use schemars::schema_for;
+
+fn schemas() -> Vec<(&'static str, schemars::schema::RootSchema)> {
+    vec![
+        ("events/product.json", schema_for!(ProductEvent)),
+        ("events/inventory.json", schema_for!(InventoryEvent)),
+        ("events/order.json", schema_for!(OrderEvent)),
+        ("events/payment.json", schema_for!(PaymentEvent)),
+        ("events/shipment.json", schema_for!(ShipmentEvent)),
+        ("commands/product.json", schema_for!(ProductCommand)),
+        ("commands/inventory.json", schema_for!(InventoryCommand)),
+        ("commands/order.json", schema_for!(OrderCommand)),
+        ("commands/payment.json", schema_for!(PaymentCommand)),
+        ("commands/shipment.json", schema_for!(ShipmentCommand)),
+    ]
+}
+
+#[test]
+fn the_committed_schemas_match_the_rust_types() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../schemas");
+    let bless = std::env::var_os("FULCRUM_BLESS_SCHEMAS").is_some();
+    let mut drifted = Vec::new();
+    for (path, schema) in schemas() {
+        let generated = serde_json::to_string_pretty(&schema).unwrap() + "\n";
+        let file = dir.join(path);
+        if bless {
+            std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+            std::fs::write(&file, &generated).unwrap();
+        } else if std::fs::read_to_string(&file).ok().as_deref() != Some(generated.as_str()) {
+            drifted.push(path);
+        }
+    }
+    assert!(
+        drifted.is_empty(),
+        "schemas/ is out of date for {drifted:?}; run FULCRUM_BLESS_SCHEMAS=1 cargo test -p domain --test schemas"
+    );
+}

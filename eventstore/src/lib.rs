@@ -1,0 +1,45 @@
+//! The Fulcrum event store on Postgres.
+//!
+//! - [`append_in`] / [`EventStore::append`]: optimistic concurrency on a
+//!   stream version, contiguous versions from 1, a per-stream hash chain;
+//! - [`read_stream`], [`read_all`] and [`EventStore::subscribe_all`]: reads
+//!   in stream order and in gap-free global order (see [`Checkpoint`]);
+//! - [`idempotency`] keys, [`snapshot`]s, reader [`checkpoint`]s and
+//!   [`verify_stream`].
+//!
+//! Store functions take an executor or a connection so that the caller owns
+//! the transaction.
+
+mod append;
+pub mod checkpoint;
+pub mod db;
+mod error;
+mod hash;
+pub mod idempotency;
+mod model;
+mod read;
+pub mod snapshot;
+mod store;
+mod subscribe;
+#[cfg(feature = "testing")]
+pub mod testing;
+mod verify;
+
+pub use append::{append_in, lock_stream, stream_type, validate_stream_id};
+pub use checkpoint::{load_checkpoint, save_checkpoint};
+pub use error::StoreError;
+pub use model::{
+    AppendResult, Checkpoint, ExpectedVersion, NewEvent, ParseCheckpointError, RecordedEvent,
+    Snapshot,
+};
+pub use read::{checkpoint_at, head_position, read_all, read_stream};
+pub use snapshot::{load_snapshot, save_snapshot};
+pub use store::{EventStore, NOTIFY_CHANNEL};
+pub use subscribe::SubscribeOptions;
+pub use verify::{verify_stream, Verification};
+
+/// The largest accepted event payload (serialized `data`), in bytes.
+pub const MAX_EVENT_BYTES: usize = 1024 * 1024;
+
+/// The longest accepted stream id, in bytes.
+pub const MAX_STREAM_ID_LEN: usize = 255;

@@ -1,0 +1,219 @@
+//! [`EventStore`]: a pool plus the wake-up signal that lets tailing readers
+//! see new commits quickly.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tokio::sync::watch;
+
+use crate::append::{append_in, attempt, lock_stream, now_micros, validate, Attempt, StreamHead};
+use crate::idempotency::{self, Claim};
+use crate::model::{AppendResult, ExpectedVersion, NewEvent, RecordedEvent};
+use crate::{read, StoreError};
+use sqlx::PgPool;
+
+/// The Postgres channel on which appenders announce commits to other processes.
+pub const NOTIFY_CHANNEL: &str = "fulcrum_events";
+
+/// How often at most one process sends a `NOTIFY` after commits. Every
+/// `NOTIFY` takes a cluster-wide lock through its commit, so appends never
+/// notify inside their own transaction; a side task sends one per window.
+const NOTIFY_WINDOW: Duration = Duration::from_millis(2);
+
+/// How many stream heads (version and last hash) a store remembers.
+const HEAD_CACHE_CAPACITY: u64 = 100_000;
+
+/// The event store: cheap to clone, shares one pool.
+#[derive(Clone)]
+pub struct EventStore {
+    pool: PgPool,
+    commits: Arc<watch::Sender<u64>>,
+    /// The last head this process saw per stream: the guess that lets an
+    /// append take a single round trip. A wrong guess costs one more.
+    heads: moka::sync::Cache<String, StreamHead>,
+}
+
+impl EventStore {
+    /// An event store over `pool`. Must be called inside a tokio runtime: it
+    /// spawns the task that announces this process's commits to other
+    /// processes (it ends when the last clone is dropped).
+    pub fn new(pool: PgPool) -> Self {
+        let (commits, rx) = watch::channel(0u64);
+        tokio::spawn(announce_commits(pool.clone(), rx));
+        EventStore {
+            pool,
+            commits: Arc::new(commits),
+            heads: moka::sync::Cache::new(HEAD_CACHE_CAPACITY),
+        }
+    }
+
+    /// The underlying pool.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// A receiver that changes whenever this process commits an append.
+    pub(crate) fn commit_signal(&self) -> watch::Receiver<u64> {
+        self.commits.subscribe()
+    }
+
+    /// Tells tailing readers (here and, through `NOTIFY`, elsewhere) that
+    /// new events were committed. Call after committing a transaction that
+    /// used [`append_in`]; [`EventStore::append`] does it itself.
+    pub fn committed(&self) {
+        self.commits.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Appends `events` to `stream_id` in one transaction, checking
+    /// `expected` (see [`append_in`] for the guarantees).
+    ///
+    /// Usually one round trip: the events are hashed onto the head this
+    /// process last saw and sent as one autocommit statement. When that
+    /// guess is stale, the append continues in a transaction that holds the
+    /// stream's lock, so it cannot miss twice.
+    pub async fn append(
+        &self,
+        stream_id: &str,
+        expected: ExpectedVersion,
+        events: &[NewEvent],
+        metadata: &Value,
+    ) -> Result<AppendResult, StoreError> {
+        validate(stream_id, events, metadata)?;
+        let recorded_at = now_micros();
+        let guess = match expected {
+            ExpectedVersion::NoStream | ExpectedVersion::Exact(0) => StreamHead::EMPTY,
+            _ => self.heads.get(stream_id).unwrap_or(StreamHead::EMPTY),
+        };
+        let mut conn = self.pool.acquire().await?;
+        let outcome = attempt(
+            &mut conn,
+            stream_id,
+            expected,
+            guess,
+            events,
+            metadata,
+            recorded_at,
+        )
+        .await;
+        let mut base = match outcome {
+            Ok(Attempt::Appended(result, head)) => {
+                return Ok(self.appended(stream_id, result, head))
+            }
+            Ok(Attempt::Stale(head)) => head,
+            Err(error) => {
+                self.heads.invalidate(stream_id);
+                return Err(error);
+            }
+        };
+        let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+        for _ in 0..2 {
+            match attempt(
+                &mut tx,
+                stream_id,
+                expected,
+                base,
+                events,
+                metadata,
+                recorded_at,
+            )
+            .await
+            {
+                Ok(Attempt::Appended(result, head)) => {
+                    tx.commit().await?;
+                    return Ok(self.appended(stream_id, result, head));
+                }
+                Ok(Attempt::Stale(head)) => base = head,
+                Err(error) => {
+                    self.heads.invalidate(stream_id);
+                    return Err(error);
+                }
+            }
+        }
+        Err(StoreError::Corrupt(format!(
+            "stream {stream_id} moved while its append lock was held: a writer bypassed the store"
+        )))
+    }
+
+    fn appended(&self, stream_id: &str, result: AppendResult, head: StreamHead) -> AppendResult {
+        self.heads.insert(stream_id.to_owned(), head);
+        self.committed();
+        result
+    }
+
+    /// Like [`EventStore::append`], under an idempotency key: a retry with the
+    /// same key and the same stream, expectation and event content (event
+    /// ids and metadata aside) returns the first result with `replayed` set
+    /// and writes nothing; the same key with other content is
+    /// [`StoreError::IdempotencyKeyReused`].
+    pub async fn append_idempotent(
+        &self,
+        key: &str,
+        stream_id: &str,
+        expected: ExpectedVersion,
+        events: &[NewEvent],
+        metadata: &Value,
+    ) -> Result<AppendResult, StoreError> {
+        validate(stream_id, events, metadata)?;
+        let request = json!({
+            "stream_id": stream_id,
+            "expected": expected,
+            "events": events.iter().map(|e| json!([e.event_type, e.schema_version, e.data])).collect::<Vec<_>>(),
+        });
+        let mut tx = self.pool.begin().await?;
+        // Lock before the claim writes, so the transaction id follows the lock.
+        lock_stream(&mut tx, stream_id).await?;
+        match idempotency::claim(&mut tx, key, &idempotency::request_hash(&request)).await? {
+            Claim::Replay(outcome) => {
+                tx.rollback().await?;
+                let mut result: AppendResult = serde_json::from_value(outcome)
+                    .map_err(|e| StoreError::Corrupt(format!("idempotency outcome: {e}")))?;
+                result.replayed = true;
+                Ok(result)
+            }
+            Claim::New => {
+                let result = append_in(&mut tx, stream_id, expected, events, metadata).await?;
+                let outcome =
+                    serde_json::to_value(result).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                idempotency::record(&mut tx, key, &outcome).await?;
+                tx.commit().await?;
+                self.committed();
+                Ok(result)
+            }
+        }
+    }
+
+    /// See [`read::read_stream`].
+    pub async fn read_stream(
+        &self,
+        stream_id: &str,
+        from_version: u64,
+        limit: i64,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        read::read_stream(&self.pool, stream_id, from_version, limit).await
+    }
+
+    /// See [`read::read_all`].
+    pub async fn read_all(
+        &self,
+        after: crate::Checkpoint,
+        limit: i64,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        read::read_all(&self.pool, after, limit).await
+    }
+}
+
+/// Sends one `NOTIFY` per window in which this process committed appends.
+async fn announce_commits(pool: PgPool, mut commits: watch::Receiver<u64>) {
+    while commits.changed().await.is_ok() {
+        if let Err(error) = sqlx::query("SELECT pg_notify($1, '')")
+            .bind(NOTIFY_CHANNEL)
+            .execute(&pool)
+            .await
+        {
+            // Readers in other processes fall back to polling.
+            tracing::debug!(%error, "could not announce commits");
+        }
+        tokio::time::sleep(NOTIFY_WINDOW).await;
+    }
+}

@@ -1,0 +1,108 @@
+//! `subscribe_all`: a stream that tails the store in gap-free global order.
+
+use std::time::Duration;
+
+use futures::Stream;
+use sqlx::postgres::PgListener;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::model::{Checkpoint, RecordedEvent};
+use crate::store::{EventStore, NOTIFY_CHANNEL};
+use crate::StoreError;
+
+/// How a subscription reads.
+#[derive(Debug, Clone, Copy)]
+pub struct SubscribeOptions {
+    /// Events read per query.
+    pub batch_size: i64,
+    /// The longest wait between reads when no wake-up arrives. Wake-ups come
+    /// from this process's commits and from `NOTIFY`; polling catches events
+    /// held back by a transaction that ended without announcing itself.
+    pub poll_interval: Duration,
+}
+
+impl Default for SubscribeOptions {
+    fn default() -> Self {
+        SubscribeOptions {
+            batch_size: 500,
+            poll_interval: Duration::from_millis(50),
+        }
+    }
+}
+
+impl EventStore {
+    /// Every event after `after`, then every event committed later, in
+    /// gap-free global order, each exactly once. Ends after yielding an
+    /// error; the caller resumes from the checkpoint of the last event it got.
+    pub fn subscribe_all(
+        &self,
+        after: Checkpoint,
+        options: SubscribeOptions,
+    ) -> impl Stream<Item = Result<RecordedEvent, StoreError>> + Send + 'static {
+        let (tx, rx) = mpsc::channel(options.batch_size.clamp(1, 10_000) as usize);
+        tokio::spawn(tail(self.clone(), after, options, tx));
+        ReceiverStream::new(rx)
+    }
+}
+
+async fn tail(
+    store: EventStore,
+    mut checkpoint: Checkpoint,
+    options: SubscribeOptions,
+    tx: mpsc::Sender<Result<RecordedEvent, StoreError>>,
+) {
+    let mut local = store.commit_signal();
+    let mut listener = match PgListener::connect_with(store.pool()).await {
+        Ok(mut l) => match l.listen(NOTIFY_CHANNEL).await {
+            Ok(()) => Some(l),
+            Err(error) => {
+                tracing::warn!(%error, "LISTEN failed; polling only");
+                None
+            }
+        },
+        Err(error) => {
+            tracing::warn!(%error, "no LISTEN connection; polling only");
+            None
+        }
+    };
+    loop {
+        // Mark the signal seen before reading, so a commit during the read wakes us again.
+        local.borrow_and_update();
+        let batch = match store.read_all(checkpoint, options.batch_size).await {
+            Ok(batch) => batch,
+            Err(error) => {
+                let _ = tx.send(Err(error)).await;
+                return;
+            }
+        };
+        let full = batch.len() as i64 >= options.batch_size;
+        for event in batch {
+            checkpoint = event.checkpoint();
+            if tx.send(Ok(event)).await.is_err() {
+                return; // the subscriber went away
+            }
+        }
+        if full {
+            continue;
+        }
+        tokio::select! {
+            _ = local.changed() => {}
+            notified = recv(&mut listener) => {
+                if let Err(error) = notified {
+                    tracing::warn!(%error, "LISTEN connection failed; polling only");
+                    listener = None;
+                }
+            }
+            _ = tokio::time::sleep(options.poll_interval) => {}
+            _ = tx.closed() => return,
+        }
+    }
+}
+
+async fn recv(listener: &mut Option<PgListener>) -> Result<(), sqlx::Error> {
+    match listener {
+        Some(l) => l.recv().await.map(|_| ()),
+        None => std::future::pending().await,
+    }
+}

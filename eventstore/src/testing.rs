@@ -1,0 +1,94 @@
+//! Test support: a freshly created, migrated database per test.
+
+use std::str::FromStr;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{Connection, PgConnection, PgPool};
+
+use crate::{db, EventStore};
+
+/// The server tests use: `DATABASE_URL` (its database name is ignored), or
+/// the local default.
+pub fn server_url() -> String {
+    std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable".into())
+}
+
+/// A database that exists for one test: created with a random name and
+/// migrated on [`TestDb::new`], dropped when the value is dropped.
+pub struct TestDb {
+    /// A pool on the test database.
+    pub pool: PgPool,
+    /// Connection URL of the test database.
+    pub url: String,
+    name: String,
+    admin: PgConnectOptions,
+}
+
+impl TestDb {
+    /// Creates and migrates a fresh database. Panics when Postgres is unreachable.
+    pub async fn new() -> TestDb {
+        Self::with_pool_size(5).await
+    }
+
+    /// Like [`TestDb::new`], with a pool of `max_connections`.
+    pub async fn with_pool_size(max_connections: u32) -> TestDb {
+        let base =
+            PgConnectOptions::from_str(&server_url()).expect("DATABASE_URL is not a valid URL");
+        let admin = base.clone().database("postgres");
+        let name = format!("fulcrum_test_{}", uuid::Uuid::new_v4().simple());
+        let mut conn = PgConnection::connect_with(&admin)
+            .await
+            .expect("Postgres is not reachable; is it running on DATABASE_URL?");
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut conn)
+            .await
+            .expect("could not create the test database");
+        let _ = conn.close().await;
+        let options = base.database(&name);
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections)
+            .connect_with(options)
+            .await
+            .expect("could not connect to the test database");
+        db::migrate(&pool).await.expect("migrations failed");
+        let mut url = url::Url::parse(&server_url()).expect("DATABASE_URL is not a valid URL");
+        url.set_path(&name);
+        TestDb {
+            pool,
+            url: url.to_string(),
+            name,
+            admin,
+        }
+    }
+
+    /// An event store on this database.
+    pub fn store(&self) -> EventStore {
+        EventStore::new(self.pool.clone())
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        let admin = self.admin.clone();
+        // Drop runs inside the test's runtime; use a thread with its own.
+        let handle = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async move {
+                if let Ok(mut conn) = PgConnection::connect_with(&admin).await {
+                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .execute(&mut conn)
+                        .await;
+                    let _ = conn.close().await;
+                }
+            });
+        });
+        let _ = handle.join();
+    }
+}

