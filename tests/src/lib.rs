@@ -152,6 +152,24 @@ impl TestApp {
             201
         );
     }
+
+    /// Catches every read model up with the whole store, as the projectors
+    /// would (these tests run no Kafka projector), once the global order
+    /// has settled. Events already applied are skipped, so calling it again
+    /// only applies what is new.
+    pub async fn project(&self) {
+        self.settle().await;
+        for projection in projections::Projection::ALL {
+            projections::catch_up(
+                &self.state.store,
+                projection,
+                &projection.live_schema(),
+                eventstore::Checkpoint::START,
+            )
+            .await
+            .unwrap();
+        }
+    }
 }
 
 /// A valid order body for `sku`.

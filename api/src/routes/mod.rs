@@ -5,6 +5,7 @@ pub mod health;
 pub mod inventory;
 pub mod orders;
 pub mod products;
+pub mod queries;
 mod write;
 
 use axum::extract::DefaultBodyLimit;
@@ -18,9 +19,11 @@ use crate::startup::AppState;
 /// Every route of the server.
 pub fn router(state: AppState) -> Router {
     let api = Router::new()
-        .route("/products", post(products::define))
+        .route("/products", post(products::define).get(queries::products))
+        .route("/inventory/{sku}", get(queries::stock))
         .route("/inventory/{sku}/receipts", post(inventory::receive))
-        .route("/orders", post(orders::place))
+        .route("/orders", post(orders::place).get(queries::orders))
+        .route("/orders/{id}", get(queries::order))
         .route("/orders/{id}/cancel", post(orders::cancel))
         .route("/orders/{id}/ship", post(orders::ship))
         .route("/orders/{id}/deliver", post(orders::deliver))
@@ -29,6 +32,7 @@ pub fn router(state: AppState) -> Router {
             get(audit::stream_events),
         )
         .route("/audit/events", get(audit::events))
+        .route("/stats/sales", get(queries::sales))
         .fallback(not_found);
     Router::new()
         .route("/healthz", get(health::healthz))

@@ -4,7 +4,7 @@
 
 mod orders;
 
-pub use orders::{order, orders, parse_cursor, OrderFilter, OrderPage, OrderView};
+pub use orders::{order, orders, parse_cursor, parse_status, OrderFilter, OrderPage, OrderView};
 
 use chrono::NaiveDate;
 use serde::Serialize;

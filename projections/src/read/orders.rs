@@ -80,6 +80,12 @@ pub struct OrderPage {
     pub next_cursor: Option<String>,
 }
 
+/// The order status whose wire name is `name` (`placed`, `confirmed`,
+/// `shipped`, `delivered`, `cancelled`; exact, lowercase), if any.
+pub fn parse_status(name: &str) -> Option<OrderStatus> {
+    crate::orders::parse_status(name)
+}
+
 /// The paging key in a `next_cursor`; `None` when the text is not a cursor.
 pub fn parse_cursor(cursor: &str) -> Option<i64> {
     cursor

@@ -1,0 +1,53 @@
+//! `GET /api/v1/products` and `GET /api/v1/inventory/{sku}`: the catalogue
+//! and stock levels, for any role.
+
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, State};
+use projections::read::{self, ProductView, StockView};
+use projections::Projection;
+
+use super::params::Params;
+use super::{internal, Items, Positioned, ReadModel, ANY_ROLE};
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::startup::AppState;
+
+/// `GET /api/v1/products`: every product, by SKU.
+#[tracing::instrument(skip_all)]
+pub async fn products(
+    State(state): State<AppState>,
+    caller: Caller,
+    params: Params,
+) -> Result<Positioned<Items<ProductView>>, ApiError> {
+    caller.require(ANY_ROLE)?;
+    let min_position = params.check(&[]).finish()?;
+    let model = ReadModel::ready(&state, Projection::Catalog, min_position).await?;
+    let items = read::products(state.store.pool(), &model.schema)
+        .await
+        .map_err(internal)?;
+    Ok(model.answer(Items { items }))
+}
+
+/// `GET /api/v1/inventory/{sku}`: the SKU's stock; 404 for a SKU with no
+/// stock record (never received, or not a SKU at all).
+#[tracing::instrument(skip(state, caller, params))]
+pub async fn stock(
+    State(state): State<AppState>,
+    caller: Caller,
+    sku: Result<Path<String>, PathRejection>,
+    params: Params,
+) -> Result<Positioned<StockView>, ApiError> {
+    caller.require(ANY_ROLE)?;
+    let min_position = params.check(&[]).finish()?;
+    let sku = sku.map(|Path(sku)| sku).unwrap_or_default();
+    let not_found = || ApiError::NotFound(format!("no stock record for {sku}"));
+    if domain::validate_sku(&sku).is_err() {
+        return Err(not_found());
+    }
+    let model = ReadModel::ready(&state, Projection::Inventory, min_position).await?;
+    let stock = read::stock(state.store.pool(), &model.schema, &sku)
+        .await
+        .map_err(internal)?
+        .ok_or_else(not_found)?;
+    Ok(model.answer(stock))
+}
