@@ -100,5 +100,30 @@ pub struct KafkaConfig {
 
     /// What a projector does after dead-lettering an event it cannot apply: halt or skip.
     #[arg(long, env = "FULCRUM_PROJECTION_ON_ERROR", default_value = "halt")]
-    pub projection_on_error: String,
+    pub projection_on_error: projections::status::OnError,
+}
+
+impl KafkaConfig {
+    /// The relay's settings.
+    pub fn relay(&self) -> eventstore::relay::RelayConfig {
+        let mut config = eventstore::relay::RelayConfig::new(&self.kafka_brokers);
+        config.topic_prefix.clone_from(&self.topic_prefix);
+        config.partitions = self.kafka_partitions;
+        config.replication = self.kafka_replication;
+        config
+    }
+
+    /// The projectors' settings.
+    pub fn projector(&self) -> projections::worker::ProjectorConfig {
+        projections::worker::ProjectorConfig {
+            brokers: self.kafka_brokers.clone(),
+            topic_prefix: self.topic_prefix.clone(),
+            partitions: self.kafka_partitions,
+            replication: self.kafka_replication,
+            session_timeout_ms: self.kafka_session_timeout_ms,
+            max_poll_interval_ms: self.kafka_max_poll_interval_ms,
+            fetch_wait_max_ms: self.kafka_fetch_wait_max_ms,
+            on_error: self.projection_on_error,
+        }
+    }
 }

@@ -1,11 +1,13 @@
 //! `fulcrum`: the one binary. `serve` runs the server, `migrate` applies
-//! migrations, `token` mints a development token.
+//! migrations, `rebuild` replays a projection, `token` mints a development
+//! token.
 
 use std::time::Duration;
 
 use api::auth::{mint_hs256, parse_ttl, JwtConfig, Role};
 use api::{Application, DatabaseConfig, ServeConfig};
 use clap::{Parser, Subcommand};
+use projections::{Progress, Projection, Rebuild};
 
 #[derive(Debug, Parser)]
 #[command(name = "fulcrum", version, about = "Event-sourced order backend")]
@@ -20,9 +22,28 @@ enum Command {
     Serve(ServeConfig),
     /// Create the database if missing and apply pending migrations.
     Migrate(DatabaseConfig),
+    /// Rebuild a projection's read model from the event store into fresh
+    /// tables, then swap them in (queries keep answering meanwhile).
+    Rebuild(RebuildArgs),
     /// Print an HS256 token signed with JWT_SECRET (or, with --dev, the
     /// development secret that `serve --dev` accepts).
     Token(TokenArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct RebuildArgs {
+    /// The projection: orders, inventory, catalog or sales.
+    #[arg(value_parser = parse_projection)]
+    projection: Projection,
+    /// Database settings.
+    #[command(flatten)]
+    database: DatabaseConfig,
+}
+
+fn parse_projection(s: &str) -> Result<Projection, String> {
+    Projection::parse(s).ok_or_else(|| {
+        format!("unknown projection {s:?}: expected orders, inventory, catalog or sales")
+    })
 }
 
 #[derive(Debug, clap::Args)]
@@ -56,6 +77,7 @@ async fn main() -> anyhow::Result<()> {
             tracing::info!("migrations applied");
             Ok(())
         }
+        Command::Rebuild(args) => rebuild(args).await,
         Command::Token(args) => {
             let secret = args.jwt.hs256_secret()?;
             let token = mint_hs256(
@@ -70,4 +92,46 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// Runs a rebuild in this process, drawing a progress bar on stderr.
+async fn rebuild(args: RebuildArgs) -> anyhow::Result<()> {
+    let store = api::startup::connect_and_migrate(&args.database).await?;
+    let rebuild = Rebuild::start(&store, args.projection).await?;
+    eprintln!("rebuilding the {} projection", args.projection);
+    let report = rebuild.run(draw_progress).await?;
+    eprintln!();
+    let seconds = report.elapsed.as_secs_f64();
+    println!(
+        "rebuilt {}: {} events in {:.1} s ({:.0} events/s), swapped in at checkpoint {}",
+        args.projection,
+        report.events,
+        seconds,
+        if seconds > 0.0 {
+            report.events as f64 / seconds
+        } else {
+            0.0
+        },
+        report.checkpoint,
+    );
+    Ok(())
+}
+
+/// One line of progress: bar, events, events/s, ETA.
+fn draw_progress(progress: Progress) {
+    const WIDTH: usize = 30;
+    let done = (progress.fraction() * WIDTH as f64).round() as usize;
+    let eta = progress.eta().map_or_else(
+        || "?".to_owned(),
+        |eta| format!("{:.0} s", eta.as_secs_f64()),
+    );
+    eprint!(
+        "\r[{}{}] {:>5.1}%  {} events  {:.0} events/s  ETA {}   ",
+        "#".repeat(done.min(WIDTH)),
+        "-".repeat(WIDTH - done.min(WIDTH)),
+        progress.fraction() * 100.0,
+        progress.events,
+        progress.events_per_second(),
+        eta,
+    );
 }

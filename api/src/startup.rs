@@ -9,10 +9,16 @@ use axum::extract::FromRef;
 use axum::Router;
 use commands::{CommandHandler, ExecutorConfig};
 use eventstore::EventStore;
+use std::future::Future;
+
+use projections::worker::ProjectorProbe;
+use projections::Projection;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
 
 use crate::auth::Authenticator;
-use crate::config::{DatabaseConfig, ServeConfig};
+use crate::config::{DatabaseConfig, KafkaConfig, Role, ServeConfig};
 use crate::{routes, telemetry};
 
 /// What every handler can reach.
@@ -32,10 +38,18 @@ impl FromRef<AppState> for Arc<Authenticator> {
     }
 }
 
-/// A built, bound, not yet running server.
+/// A built, bound, not yet running process: the HTTP server (role `api`)
+/// and the background roles (`relay`, `projector`) it was configured with.
 pub struct Application {
-    listener: TcpListener,
-    router: Router,
+    http: Option<(TcpListener, Router)>,
+    background: Option<Background>,
+}
+
+/// What the relay and the projectors need.
+struct Background {
+    store: EventStore,
+    roles: Vec<Role>,
+    kafka: KafkaConfig,
 }
 
 /// Connects to the database (creating it if missing) and applies migrations.
@@ -66,12 +80,26 @@ impl Application {
             snapshot_every: config.snapshot_every,
             ..ExecutorConfig::default()
         };
-        let state = AppState {
-            commands: CommandHandler::new(store.clone(), executor),
-            store,
-            auth: Arc::new(auth),
+        let background = Background {
+            store: store.clone(),
+            roles: config.roles.clone(),
+            kafka: config.kafka.clone(),
         };
-        Self::with_state(state, config.addr).await
+        let mut app = if config.roles.contains(&Role::Api) {
+            let state = AppState {
+                commands: CommandHandler::new(store.clone(), executor),
+                store,
+                auth: Arc::new(auth),
+            };
+            Self::with_state(state, config.addr).await?
+        } else {
+            Application {
+                http: None,
+                background: None,
+            }
+        };
+        app.background = Some(background);
+        Ok(app)
     }
 
     /// Binds `addr` and serves `state` (tests pass their own database and keys).
@@ -80,21 +108,115 @@ impl Application {
             .await
             .with_context(|| format!("binding {addr}"))?;
         let router = telemetry::layer(routes::router(state));
-        Ok(Application { listener, router })
+        Ok(Application {
+            http: Some((listener, router)),
+            background: None,
+        })
     }
 
-    /// The bound address (useful when binding port 0).
+    /// The bound address (useful when binding port 0); an error when this
+    /// process does not run the `api` role.
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.listener.local_addr()
+        match &self.http {
+            Some((listener, _)) => listener.local_addr(),
+            None => Err(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "this process does not serve HTTP (no api role)",
+            )),
+        }
     }
 
-    /// Serves until SIGTERM or ctrl-c, then finishes in-flight requests.
+    /// Runs every configured role until SIGTERM or ctrl-c, then stops them
+    /// all: HTTP finishes in-flight requests, the relay and the projectors
+    /// finish their current batch. When one role fails, the others are
+    /// stopped too and the error is returned.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
-        tracing::info!(addr = %self.listener.local_addr()?, "serving HTTP");
-        axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(shutdown_signal())
-            .await
-            .context("HTTP server failed")
+        self.run_until(shutdown_signal()).await
+    }
+
+    /// [`Application::run_until_stopped`] with a custom stop signal.
+    pub async fn run_until(self, stop: impl Future<Output = ()>) -> anyhow::Result<()> {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let stopped = move || {
+            let mut rx = stop_rx.clone();
+            async move {
+                let _ = rx.wait_for(|stop| *stop).await;
+            }
+        };
+        let mut tasks: JoinSet<(String, anyhow::Result<()>)> = JoinSet::new();
+        if let Some((listener, router)) = self.http {
+            tracing::info!(addr = %listener.local_addr()?, "serving HTTP");
+            let stop = stopped();
+            tasks.spawn(async move {
+                let served = axum::serve(listener, router)
+                    .with_graceful_shutdown(stop)
+                    .await
+                    .context("HTTP server failed");
+                ("api".to_owned(), served)
+            });
+        }
+        if let Some(background) = self.background {
+            if background.roles.contains(&Role::Relay) {
+                let store = background.store.clone();
+                let config = background.kafka.relay();
+                let stop = stopped();
+                tasks.spawn(async move {
+                    let relayed = eventstore::relay::run(store, config, stop)
+                        .await
+                        .context("relay failed");
+                    ("relay".to_owned(), relayed)
+                });
+            }
+            if background.roles.contains(&Role::Projector) {
+                for projection in Projection::ALL {
+                    let store = background.store.clone();
+                    let config = background.kafka.projector();
+                    let stop = stopped();
+                    tasks.spawn(async move {
+                        let probe = Arc::new(ProjectorProbe::default());
+                        let projected =
+                            projections::worker::run(store, projection, config, probe, stop)
+                                .await
+                                .with_context(|| format!("{projection} projector failed"));
+                        (format!("projector {projection}"), projected)
+                    });
+                }
+            }
+        }
+        let mut failure = None;
+        tokio::select! {
+            () = stop => {}
+            Some(done) = tasks.join_next() => {
+                failure = Some(ended(done));
+            }
+        }
+        let _ = stop_tx.send(true);
+        while let Some(done) = tasks.join_next().await {
+            let error = ended(done);
+            if failure.is_none() {
+                failure = Some(error);
+            }
+        }
+        match failure {
+            Some(Err(error)) => Err(error),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Logs how a role's task ended; an error when it failed, or when it
+/// stopped before it was told to.
+fn ended(done: Result<(String, anyhow::Result<()>), tokio::task::JoinError>) -> anyhow::Result<()> {
+    match done {
+        Ok((role, Ok(()))) => {
+            tracing::info!(%role, "stopped");
+            Ok(())
+        }
+        Ok((role, Err(error))) => {
+            tracing::error!(%role, error = format!("{error:#}"), "role failed; stopping the others");
+            Err(error)
+        }
+        Err(error) => Err(anyhow::anyhow!("a role's task panicked: {error}")),
     }
 }
 

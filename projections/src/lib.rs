@@ -28,11 +28,15 @@ mod orders;
 mod position;
 mod projection;
 pub mod read;
+mod rebuild;
 mod sales;
 mod schema;
+pub mod status;
+pub mod worker;
 
 pub use apply::{apply, catch_up, skip, Applied};
 pub use build::build;
 pub use error::ProjectionError;
 pub use position::{has_position, position};
 pub use projection::Projection;
+pub use rebuild::{Progress, Rebuild, RebuildError, RebuildReport};

@@ -1,5 +1,6 @@
 //! HTTP routes, one module per route group.
 
+pub mod admin;
 pub mod audit;
 pub mod health;
 pub mod inventory;
@@ -32,6 +33,8 @@ pub fn router(state: AppState) -> Router {
             get(audit::stream_events),
         )
         .route("/audit/events", get(audit::events))
+        .route("/admin/projections", get(admin::projections))
+        .route("/admin/projections/{name}/rebuild", post(admin::rebuild))
         .route("/stats/sales", get(queries::sales))
         .fallback(not_found);
     Router::new()

@@ -1,0 +1,55 @@
+//! Admin routes for projections: their status, and rebuilds.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use projections::{Projection, Rebuild, RebuildError};
+use serde_json::{json, Value};
+
+use crate::auth::{Caller, Role};
+use crate::error::ApiError;
+use crate::startup::AppState;
+
+/// `GET /api/v1/admin/projections` (operator, admin): every projection's
+/// position, the store's head, the lag (events of its streams not applied
+/// yet), its status and its dead-letter count.
+#[tracing::instrument(skip(state, caller))]
+pub async fn projections(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(&[Role::Operator, Role::Admin])?;
+    let items = projections::status::list(state.store.pool())
+        .await
+        .map_err(anyhow::Error::from)?;
+    Ok(Json(json!({ "items": items })))
+}
+
+/// `POST /api/v1/admin/projections/{name}/rebuild` (admin): claims the
+/// rebuild and answers 202 at once; the rebuild runs in the background and
+/// swaps the fresh tables in when it has caught up. 404 for an unknown
+/// projection, 409 while a rebuild of it runs.
+#[tracing::instrument(skip(state, caller))]
+pub async fn rebuild(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    caller.require(&[Role::Admin])?;
+    let projection = Projection::parse(&name)
+        .ok_or_else(|| ApiError::NotFound(format!("no projection {name:?}")))?;
+    let rebuild = Rebuild::start(&state.store, projection)
+        .await
+        .map_err(|error| match error {
+            RebuildError::Busy(_) => ApiError::Conflict(error.to_string()),
+            RebuildError::Projection(error) => ApiError::Internal(error.into()),
+        })?;
+    tokio::spawn(async move {
+        // Failures are logged and recorded as the projection's last_error.
+        let _ = rebuild.run(|_| {}).await;
+    });
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "name": projection.name(), "status": "rebuilding" })),
+    ))
+}

@@ -1,0 +1,272 @@
+//! Operational state of each projection: running, rebuilding or halted, its
+//! dead letters, and what the admin API lists (position, head, lag).
+
+use std::fmt;
+use std::str::FromStr;
+
+use eventstore::RecordedEvent;
+use serde::Serialize;
+use sqlx::{PgConnection, PgPool, Row};
+
+use crate::{schema, Projection, ProjectionError};
+
+/// What a projector does with an event it cannot apply, after recording it
+/// as a dead letter (`FULCRUM_PROJECTION_ON_ERROR`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnError {
+    /// Stop applying events (status `halted`) until an operator acts: the
+    /// safe default, since every later event of the stream would be wrong.
+    #[default]
+    Halt,
+    /// Move the stream's position past the event and go on.
+    Skip,
+}
+
+impl FromStr for OnError {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "halt" => Ok(OnError::Halt),
+            "skip" => Ok(OnError::Skip),
+            other => Err(format!("expected halt or skip, got {other:?}")),
+        }
+    }
+}
+
+impl fmt::Display for OnError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            OnError::Halt => "halt",
+            OnError::Skip => "skip",
+        })
+    }
+}
+
+/// A projection's status, as `projection_status.status` stores it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Applying events as they arrive.
+    Running,
+    /// A rebuild is filling fresh tables; queries still answer from the live ones.
+    Rebuilding,
+    /// Stopped on an event it could not apply (see the dead letters).
+    Halted,
+}
+
+impl Status {
+    /// The stored name: `running`, `rebuilding` or `halted`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Running => "running",
+            Status::Rebuilding => "rebuilding",
+            Status::Halted => "halted",
+        }
+    }
+
+    fn parse(s: &str) -> Result<Status, ProjectionError> {
+        match s {
+            "running" => Ok(Status::Running),
+            "rebuilding" => Ok(Status::Rebuilding),
+            "halted" => Ok(Status::Halted),
+            other => Err(ProjectionError::Database(sqlx::Error::Decode(
+                format!("unknown projection status {other:?}").into(),
+            ))),
+        }
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One line of `GET /api/v1/admin/projections`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ProjectionInfo {
+    /// The projection's name.
+    pub name: String,
+    /// The read model's position: the highest global position applied.
+    pub position: i64,
+    /// The event store's head: the highest global position committed.
+    pub head: i64,
+    /// Events of the streams this projection consumes that are committed
+    /// but not applied yet (exact, counted per stream from versions).
+    pub lag: i64,
+    /// `running`, `rebuilding` or `halted`.
+    pub status: Status,
+    /// Events this projection could not apply, ever.
+    pub dead_letters: i64,
+    /// The last such error, if any.
+    pub last_error: Option<String>,
+}
+
+/// The stored status of `projection`.
+pub async fn status(pool: &PgPool, projection: Projection) -> Result<Status, ProjectionError> {
+    let status: String = sqlx::query_scalar("SELECT status FROM projection_status WHERE name = $1")
+        .bind(projection.name())
+        .fetch_one(pool)
+        .await?;
+    Status::parse(&status)
+}
+
+/// Sets `projection`'s status (and, when given, its last error).
+pub async fn set_status(
+    conn: &mut PgConnection,
+    projection: Projection,
+    status: Status,
+    last_error: Option<&str>,
+) -> Result<(), ProjectionError> {
+    sqlx::query(
+        "UPDATE projection_status
+            SET status = $2, last_error = COALESCE($3, last_error), updated_at = now()
+          WHERE name = $1",
+    )
+    .bind(projection.name())
+    .bind(status.as_str())
+    .bind(last_error)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Records `event` as a dead letter of `projection` with `error`, inside the
+/// caller's transaction, and counts it. Recording the same event twice (a
+/// redelivery after a halt) changes nothing; answers whether it was new.
+pub async fn dead_letter(
+    conn: &mut PgConnection,
+    projection: Projection,
+    event: &RecordedEvent,
+    error: &str,
+) -> Result<bool, ProjectionError> {
+    let inserted = sqlx::query(
+        "INSERT INTO dead_letters
+             (projection, event_id, stream_id, version, global_position, event_type, error)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)
+         ON CONFLICT (projection, event_id) DO NOTHING",
+    )
+    .bind(projection.name())
+    .bind(event.event_id)
+    .bind(&event.stream_id)
+    .bind(crate::position::to_i64(event.version))
+    .bind(event.global_position)
+    .bind(&event.event_type)
+    .bind(error)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected()
+        == 1;
+    sqlx::query(
+        "UPDATE projection_status
+            SET dead_letters = dead_letters + $2, last_error = $3, updated_at = now()
+          WHERE name = $1",
+    )
+    .bind(projection.name())
+    .bind(i64::from(inserted))
+    .bind(error)
+    .execute(conn)
+    .await?;
+    Ok(inserted)
+}
+
+/// One recorded dead letter.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct DeadLetter {
+    /// The event that could not be applied.
+    pub event_id: uuid::Uuid,
+    /// Its stream.
+    pub stream_id: String,
+    /// Its version in the stream.
+    pub version: i64,
+    /// Its global position.
+    pub global_position: i64,
+    /// Its type.
+    pub event_type: String,
+    /// Why it could not be applied.
+    pub error: String,
+}
+
+/// The dead letters of `projection`, oldest first.
+pub async fn dead_letters(
+    pool: &PgPool,
+    projection: Projection,
+) -> Result<Vec<DeadLetter>, ProjectionError> {
+    let rows = sqlx::query_as(
+        "SELECT event_id, stream_id, version, global_position, event_type, error
+           FROM dead_letters WHERE projection = $1 ORDER BY id",
+    )
+    .bind(projection.name())
+    .fetch_all(pool)
+    .await?;
+    Ok(rows)
+}
+
+/// What `GET /api/v1/admin/projections` lists, for every projection.
+pub async fn list(pool: &PgPool) -> Result<Vec<ProjectionInfo>, ProjectionError> {
+    let head = eventstore::head_position(pool).await?;
+    let mut items = Vec::with_capacity(Projection::ALL.len());
+    for projection in Projection::ALL {
+        let q = schema::quoted(&projection.live_schema())?;
+        let types: Vec<String> = projection
+            .stream_types()
+            .iter()
+            .map(|t| (*t).to_owned())
+            .collect();
+        let row = sqlx::query(&format!(
+            "SELECT st.status, st.dead_letters, st.last_error,
+                    (SELECT COALESCE(max(global_position), 0) FROM {q}.stream_positions) AS position,
+                    (SELECT COALESCE(sum(s.version - COALESCE(p.version, 0)), 0)::bigint
+                       FROM streams s LEFT JOIN {q}.stream_positions p USING (stream_id)
+                      WHERE s.stream_type = ANY($2)) AS lag
+               FROM projection_status st WHERE st.name = $1"
+        ))
+        .bind(projection.name())
+        .bind(&types)
+        .fetch_one(pool)
+        .await?;
+        let status: String = row.try_get("status")?;
+        items.push(ProjectionInfo {
+            name: projection.name().to_owned(),
+            position: row.try_get("position")?,
+            head,
+            lag: row.try_get("lag")?,
+            status: Status::parse(&status)?,
+            dead_letters: row.try_get("dead_letters")?,
+            last_error: row.try_get("last_error")?,
+        });
+    }
+    Ok(items)
+}
+
+/// The advisory-lock key of `projection`'s live tables. Projectors take it
+/// shared for every transaction that writes them; the rebuild's swap takes
+/// it exclusive, so no projector transaction straddles the swap.
+pub(crate) fn lock_key(projection: Projection) -> String {
+    format!("fulcrum.projection.{}", projection.name())
+}
+
+/// Takes `projection`'s lock shared until the caller's transaction ends.
+pub(crate) async fn lock_shared(
+    conn: &mut PgConnection,
+    projection: Projection,
+) -> Result<(), ProjectionError> {
+    sqlx::query("SELECT pg_advisory_xact_lock_shared(hashtextextended($1, 0))")
+        .bind(lock_key(projection))
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Takes `projection`'s lock exclusively until the caller's transaction ends.
+pub(crate) async fn lock_exclusive(
+    conn: &mut PgConnection,
+    projection: Projection,
+) -> Result<(), ProjectionError> {
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+        .bind(lock_key(projection))
+        .execute(conn)
+        .await?;
+    Ok(())
+}

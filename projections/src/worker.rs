@@ -1,0 +1,542 @@
+//! Projector workers: one Kafka consumer group per projection, applying the
+//! relay's event envelopes to the live read model.
+//!
+//! Each batch of messages is applied in ONE Postgres transaction (rows and
+//! per-stream positions together, see [`crate::apply`]); the Kafka offsets
+//! are committed only after that transaction commits. A crash between the
+//! two redelivers the batch, and re-applying it answers `Duplicate` for
+//! every event: read models stay equal to a clean fold.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::Utc;
+use eventstore::{EventStore, RecordedEvent};
+use futures::FutureExt;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Headers, OwnedMessage};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use crate::status::{self, OnError, Status};
+use crate::{apply, skip, Applied, Projection, ProjectionError};
+
+/// Messages applied per Postgres transaction at most.
+const MAX_BATCH: usize = 256;
+
+/// How a projector reaches Kafka and what it does with poison events.
+#[derive(Debug, Clone)]
+pub struct ProjectorConfig {
+    /// `bootstrap.servers`, e.g. `127.0.0.1:9092`.
+    pub brokers: String,
+    /// Topic prefix (`<prefix>.<aggregate>.events`); also prefixes group ids.
+    pub topic_prefix: String,
+    /// Partitions of topics this projector creates when they are missing.
+    pub partitions: i32,
+    /// Replication factor of topics this projector creates.
+    pub replication: i32,
+    /// `session.timeout.ms`: how fast a dead member is noticed.
+    pub session_timeout_ms: u32,
+    /// `max.poll.interval.ms`.
+    pub max_poll_interval_ms: u32,
+    /// `fetch.wait.max.ms`: the broker's longest wait before answering a fetch.
+    pub fetch_wait_max_ms: u32,
+    /// Halt (default) or skip on an event the projection cannot apply.
+    pub on_error: OnError,
+}
+
+impl ProjectorConfig {
+    /// Settings for `brokers` with the defaults `fulcrum serve` uses.
+    pub fn new(brokers: impl Into<String>) -> Self {
+        ProjectorConfig {
+            brokers: brokers.into(),
+            topic_prefix: "fulcrum".into(),
+            partitions: 3,
+            replication: 1,
+            session_timeout_ms: 6000,
+            max_poll_interval_ms: 7000,
+            fetch_wait_max_ms: 10,
+            on_error: OnError::Halt,
+        }
+    }
+
+    /// The consumer group of `projection`: `<prefix>.projection.<name>`.
+    pub fn group_id(&self, projection: Projection) -> String {
+        format!("{}.projection.{}", self.topic_prefix, projection.name())
+    }
+
+    /// The topics `projection` reads.
+    pub fn topics(&self, projection: Projection) -> Vec<String> {
+        projection
+            .stream_types()
+            .iter()
+            .map(|t| eventstore::relay::topic_for(&self.topic_prefix, t))
+            .collect()
+    }
+}
+
+/// Why a projector stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ProjectorError {
+    /// Kafka refused the consumer's configuration or subscription.
+    #[error("kafka: {0}")]
+    Kafka(#[from] KafkaError),
+    /// The database failed outside the retried apply loop.
+    #[error(transparent)]
+    Projection(#[from] ProjectionError),
+    /// [`ProjectorProbe::crash_after_batches`] fired: the test hook that
+    /// stops a projector between its database commit and its offset commit.
+    #[error("stopped on purpose between the database commit and the offset commit")]
+    Crashed,
+}
+
+/// Counters and a fault hook, for tests and benchmarks. Share one between a
+/// projector and the code watching it.
+#[derive(Debug, Default)]
+pub struct ProjectorProbe {
+    /// Events whose transaction committed with [`Applied::Applied`].
+    pub applied: AtomicU64,
+    /// Events that were already applied (redeliveries).
+    pub duplicates: AtomicU64,
+    /// Transactions committed.
+    pub batches: AtomicU64,
+    /// Events dead-lettered.
+    pub dead_letters: AtomicU64,
+    /// When non-zero: after this many committed transactions, the projector
+    /// returns [`ProjectorError::Crashed`] without committing offsets.
+    pub crash_after_batches: AtomicU64,
+    record_lags: AtomicBool,
+    lags: Mutex<Vec<Duration>>,
+}
+
+impl ProjectorProbe {
+    /// Starts recording, per applied event, the time from its `recorded_at`
+    /// (set just before its append) to the commit of its projector
+    /// transaction.
+    pub fn record_lags(&self) {
+        self.record_lags.store(true, Ordering::Relaxed);
+    }
+
+    /// The lags recorded so far (and forgets them).
+    pub fn take_lags(&self) -> Vec<Duration> {
+        self.lags
+            .lock()
+            .map(|mut lags| std::mem::take(&mut *lags))
+            .unwrap_or_default()
+    }
+}
+
+/// Runs `projection`'s projector until `shutdown` resolves: joins the
+/// consumer group, applies batches, commits offsets. Transient database or
+/// broker errors are retried with backoff. An event that cannot be applied
+/// is dead-lettered; with [`OnError::Halt`] the projector then marks the
+/// projection `halted` and waits until its status is `running` again (an
+/// operator's rebuild, or a restart) before it re-reads from its last
+/// committed offset.
+pub async fn run(
+    store: EventStore,
+    projection: Projection,
+    config: ProjectorConfig,
+    probe: Arc<ProjectorProbe>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ProjectorError> {
+    let mut shutdown = std::pin::pin!(shutdown.fuse());
+    ensure_topics(&config, projection).await?;
+    {
+        // A restart retries a halted projection.
+        let mut conn = store
+            .pool()
+            .acquire()
+            .await
+            .map_err(ProjectionError::from)?;
+        if status::status(store.pool(), projection).await? == Status::Halted {
+            status::set_status(&mut conn, projection, Status::Running, None).await?;
+        }
+    }
+    loop {
+        let consumer = consumer(&config, projection)?;
+        tracing::info!(%projection, group = %config.group_id(projection), "projector started");
+        let stopped = tokio::select! {
+            stopped = consume(&store, projection, &config, &consumer, &probe) => stopped?,
+            () = &mut shutdown => return Ok(()),
+        };
+        match stopped {
+            Stopped::Halted => {
+                tracing::error!(%projection, "projection halted on an event it cannot apply; waiting for its status to be running again");
+                drop(consumer);
+                loop {
+                    tokio::select! {
+                        () = tokio::time::sleep(Duration::from_millis(500)) => {}
+                        () = &mut shutdown => return Ok(()),
+                    }
+                    match status::status(store.pool(), projection).await {
+                        Ok(Status::Halted) => {}
+                        Ok(_) => break,
+                        Err(error) => {
+                            tracing::warn!(%projection, %error, "reading the projection's status")
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Why [`consume`] returned without an error.
+enum Stopped {
+    /// A poison event halted the projection.
+    Halted,
+}
+
+fn consumer(
+    config: &ProjectorConfig,
+    projection: Projection,
+) -> Result<StreamConsumer, ProjectorError> {
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &config.brokers)
+        .set("group.id", config.group_id(projection))
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.partition.eof", "false")
+        .set("session.timeout.ms", config.session_timeout_ms.to_string())
+        .set(
+            "max.poll.interval.ms",
+            config.max_poll_interval_ms.to_string(),
+        )
+        .set("fetch.wait.max.ms", config.fetch_wait_max_ms.to_string())
+        .set("topic.metadata.refresh.interval.ms", "5000")
+        .create()?;
+    let topics = config.topics(projection);
+    let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
+    consumer.subscribe(&topics)?;
+    Ok(consumer)
+}
+
+/// Creates the topics `projection` reads if they are missing (the relay
+/// creates them too; whichever starts first wins).
+async fn ensure_topics(
+    config: &ProjectorConfig,
+    projection: Projection,
+) -> Result<(), ProjectorError> {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &config.brokers)
+        .create()?;
+    let names = config.topics(projection);
+    let topics: Vec<NewTopic<'_>> = names
+        .iter()
+        .map(|name| {
+            NewTopic::new(
+                name,
+                config.partitions,
+                TopicReplication::Fixed(config.replication),
+            )
+        })
+        .collect();
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        match admin.create_topics(&topics, &options).await {
+            Ok(results) => {
+                for result in results {
+                    match result {
+                        Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                        Err((topic, code)) => {
+                            tracing::warn!(%topic, ?code, "creating a topic failed");
+                        }
+                    }
+                }
+                return Ok(());
+            }
+            Err(error) => {
+                tracing::warn!(%error, ?backoff, "creating topics failed; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// Receives and applies batches until a poison event halts the projection.
+async fn consume(
+    store: &EventStore,
+    projection: Projection,
+    config: &ProjectorConfig,
+    consumer: &StreamConsumer,
+    probe: &ProjectorProbe,
+) -> Result<Stopped, ProjectorError> {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let first = match consumer.recv().await {
+            Ok(message) => message.detach(),
+            Err(error) => {
+                tracing::warn!(%projection, %error, "receiving from kafka failed; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                continue;
+            }
+        };
+        backoff = Duration::from_millis(100);
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match consumer.recv().now_or_never() {
+                Some(Ok(message)) => batch.push(message.detach()),
+                _ => break,
+            }
+        }
+        let outcome = apply_batch_retrying(store, projection, config.on_error, &batch, probe).await;
+        let committed = match outcome {
+            BatchOutcome::Done => batch.as_slice(),
+            BatchOutcome::Halted { applied } => &batch[..applied],
+        };
+        if probe.crash_after_batches.load(Ordering::Relaxed) != 0
+            && probe.batches.load(Ordering::Relaxed)
+                >= probe.crash_after_batches.load(Ordering::Relaxed)
+        {
+            return Err(ProjectorError::Crashed);
+        }
+        commit_offsets(consumer, committed);
+        if matches!(outcome, BatchOutcome::Halted { .. }) {
+            return Ok(Stopped::Halted);
+        }
+    }
+}
+
+/// Commits, per partition, the offset after the last message of `messages`.
+fn commit_offsets(consumer: &StreamConsumer, messages: &[OwnedMessage]) {
+    let mut next: HashMap<(&str, i32), i64> = HashMap::new();
+    for message in messages {
+        next.insert((message.topic(), message.partition()), message.offset() + 1);
+    }
+    if next.is_empty() {
+        return;
+    }
+    let mut list = TopicPartitionList::new();
+    for ((topic, partition), offset) in next {
+        if let Err(error) = list.add_partition_offset(topic, partition, Offset::Offset(offset)) {
+            tracing::warn!(%topic, partition, %error, "building the offset commit");
+        }
+    }
+    // Async: a lost commit only means a redelivery, which is harmless.
+    if let Err(error) = consumer.commit(&list, CommitMode::Async) {
+        tracing::warn!(%error, "committing offsets failed; the batch will be redelivered");
+    }
+}
+
+/// What happened to a batch.
+#[derive(Debug, Clone, Copy)]
+enum BatchOutcome {
+    /// Every message is handled (applied, duplicate, ignored or skipped).
+    Done,
+    /// The first `applied` messages are handled; the next one is poison and
+    /// the projection is now halted.
+    Halted { applied: usize },
+}
+
+/// Applies a batch, retrying the whole transaction with backoff while the
+/// database fails.
+async fn apply_batch_retrying(
+    store: &EventStore,
+    projection: Projection,
+    on_error: OnError,
+    batch: &[OwnedMessage],
+    probe: &ProjectorProbe,
+) -> BatchOutcome {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match apply_batch(store, projection, on_error, batch, probe).await {
+            Ok(outcome) => return outcome,
+            Err(error) => {
+                tracing::warn!(%projection, %error, ?backoff, "applying a batch failed; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// Applies `batch` in one transaction; dead-letters poison events.
+async fn apply_batch(
+    store: &EventStore,
+    projection: Projection,
+    on_error: OnError,
+    batch: &[OwnedMessage],
+    probe: &ProjectorProbe,
+) -> Result<BatchOutcome, ProjectionError> {
+    let schema = projection.live_schema();
+    let mut tx = store.pool().begin().await?;
+    status::lock_shared(&mut tx, projection).await?;
+    let mut applied = 0u64;
+    let mut duplicates = 0u64;
+    let mut dead = 0u64;
+    let mut recorded = Vec::new();
+    let mut outcome = BatchOutcome::Done;
+    for (index, message) in batch.iter().enumerate() {
+        let event = match envelope(message) {
+            Ok(event) => event,
+            Err(event) => {
+                let error = "the message is not a Fulcrum event envelope";
+                dead +=
+                    u64::from(poison(&mut tx, projection, on_error, &event, error, false).await?);
+                if on_error == OnError::Halt {
+                    outcome = BatchOutcome::Halted { applied: index };
+                    break;
+                }
+                continue;
+            }
+        };
+        match apply_filling_gaps(&mut tx, store, projection, &schema, &event).await {
+            Ok(Applied::Applied) => {
+                applied += 1;
+                recorded.push(event.recorded_at);
+            }
+            Ok(Applied::Duplicate) => duplicates += 1,
+            Ok(Applied::Ignored | Applied::Gap { .. }) => {}
+            Err(
+                error @ (ProjectionError::Decode { .. }
+                | ProjectionError::Inconsistent { .. }
+                | ProjectionError::Gap { .. }),
+            ) => {
+                let message = error.to_string();
+                tracing::error!(%projection, error = %message, "dead-lettering an event");
+                dead +=
+                    u64::from(poison(&mut tx, projection, on_error, &event, &message, true).await?);
+                if on_error == OnError::Halt {
+                    outcome = BatchOutcome::Halted { applied: index };
+                    break;
+                }
+            }
+            Err(error) => return Err(error),
+        }
+    }
+    tx.commit().await?;
+    probe.batches.fetch_add(1, Ordering::Relaxed);
+    probe.applied.fetch_add(applied, Ordering::Relaxed);
+    probe.duplicates.fetch_add(duplicates, Ordering::Relaxed);
+    probe.dead_letters.fetch_add(dead, Ordering::Relaxed);
+    if probe.record_lags.load(Ordering::Relaxed) {
+        let now = Utc::now();
+        if let Ok(mut lags) = probe.lags.lock() {
+            lags.extend(recorded.iter().filter_map(|at| (now - *at).to_std().ok()));
+        }
+    }
+    Ok(outcome)
+}
+
+/// Records a poison event and halts or skips past it, inside `tx`.
+/// `positioned`: the event came from a valid envelope, so skipping can move
+/// its stream's position. Answers whether the dead letter is new.
+async fn poison(
+    tx: &mut PgConnection,
+    projection: Projection,
+    on_error: OnError,
+    event: &RecordedEvent,
+    error: &str,
+    positioned: bool,
+) -> Result<bool, ProjectionError> {
+    let new = status::dead_letter(tx, projection, event, error).await?;
+    match on_error {
+        OnError::Halt => status::set_status(tx, projection, Status::Halted, Some(error)).await?,
+        OnError::Skip if positioned => {
+            skip(tx, projection, &projection.live_schema(), event).await?;
+        }
+        OnError::Skip => {}
+    }
+    Ok(new)
+}
+
+/// [`apply`], and when the read model lacks earlier versions of the stream
+/// (the broker lost messages, or the group started past them), applies
+/// those from the event store first: the store, not Kafka, is the truth.
+async fn apply_filling_gaps(
+    tx: &mut PgConnection,
+    store: &EventStore,
+    projection: Projection,
+    schema: &str,
+    event: &RecordedEvent,
+) -> Result<Applied, ProjectionError> {
+    match apply(tx, projection, schema, event).await? {
+        Applied::Gap { expected } => {
+            let missing = event.version - expected;
+            let earlier = store
+                .read_stream(
+                    &event.stream_id,
+                    expected,
+                    i64::try_from(missing).unwrap_or(i64::MAX),
+                )
+                .await?;
+            tracing::warn!(stream_id = %event.stream_id, expected, version = event.version, "filling a gap from the event store");
+            for earlier in &earlier {
+                if let Applied::Gap { expected } = apply(tx, projection, schema, earlier).await? {
+                    return Err(ProjectionError::Gap {
+                        stream_id: earlier.stream_id.clone(),
+                        expected,
+                        version: earlier.version,
+                    });
+                }
+            }
+            match apply(tx, projection, schema, event).await? {
+                Applied::Gap { expected } => Err(ProjectionError::Gap {
+                    stream_id: event.stream_id.clone(),
+                    expected,
+                    version: event.version,
+                }),
+                other => Ok(other),
+            }
+        }
+        other => Ok(other),
+    }
+}
+
+/// The event in a relay message, or (as the error) the best description of
+/// it that its key and headers allow, for the dead-letter record.
+fn envelope(message: &OwnedMessage) -> Result<RecordedEvent, Box<RecordedEvent>> {
+    if let Some(Ok(event)) = message
+        .payload()
+        .map(serde_json::from_slice::<RecordedEvent>)
+    {
+        return Ok(event);
+    }
+    let header = |name: &str| -> Option<String> {
+        message.headers().and_then(|headers| {
+            headers
+                .iter()
+                .find(|h| h.key == name)
+                .and_then(|h| h.value)
+                .and_then(|v| std::str::from_utf8(v).ok())
+                .map(str::to_owned)
+        })
+    };
+    let stream_id = message
+        .key()
+        .and_then(|k| std::str::from_utf8(k).ok())
+        .unwrap_or("")
+        .to_owned();
+    Err(Box::new(RecordedEvent {
+        event_id: header("event_id")
+            .and_then(|id| id.parse().ok())
+            .unwrap_or(Uuid::nil()),
+        stream_type: eventstore::stream_type(&stream_id).to_owned(),
+        stream_id,
+        version: header("stream_version")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0),
+        global_position: header("global_position")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(message.offset()),
+        event_type: header("event_type").unwrap_or_default(),
+        schema_version: 0,
+        data: serde_json::Value::Null,
+        metadata: serde_json::Value::Null,
+        recorded_at: Utc::now(),
+        hash: String::new(),
+        tx_id: 0,
+    }))
+}
