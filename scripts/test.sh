@@ -1,6 +1,13 @@
 #!/usr/bin/env bash
-# Runs every test: unit, integration (real Postgres) and end-to-end.
+# Runs every test: unit, integration (real Postgres, real Kafka-protocol
+# broker) and end-to-end. Starts Postgres if it is down and, unless
+# KAFKA_BROKERS names a broker of yours, the development broker
+# (scripts/kafka.sh: Tansu on 127.0.0.1:9092; it keeps running afterwards,
+# `scripts/kafka.sh stop` stops it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/ensure-postgres.sh
+if [ -z "${KAFKA_BROKERS:-}" ]; then
+  scripts/kafka.sh start
+fi
 cargo test --workspace --locked "$@"

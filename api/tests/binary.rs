@@ -82,6 +82,11 @@ async fn serve_becomes_ready_and_stops_gracefully_on_sigterm() {
         .env("DATABASE_URL", &db.url)
         .env("FULCRUM_ADDR", &addr)
         .env("JWT_SECRET", "a-binary-test-secret-that-is-long-enough")
+        // Its own topics and consumer groups on the shared development broker.
+        .env(
+            "FULCRUM_TOPIC_PREFIX",
+            format!("tbin{}", uuid::Uuid::new_v4().simple()),
+        )
         .spawn()
         .unwrap();
 
@@ -178,4 +183,67 @@ fn token_mints_a_token_the_dev_server_accepts() {
 
     assert_eq!(claims.sub, "alice");
     assert_eq!(claims.role, api::auth::Role::Customer);
+}
+
+#[tokio::test]
+async fn rebuild_replays_a_projection_and_reports_its_speed() {
+    use domain::{DomainEvent, ProductEvent};
+    use eventstore::{EventStore, ExpectedVersion, NewEvent};
+
+    let db = FreshDatabase::new();
+    let pool = eventstore::db::connect(&db.url, 2).await.unwrap();
+    eventstore::db::migrate(&pool).await.unwrap();
+    let store = EventStore::new(pool.clone());
+    for (sku, unit_price) in [("SKU-A", 100), ("SKU-B", 250)] {
+        let event = ProductEvent::ProductDefined {
+            sku: sku.into(),
+            name: format!("Product {sku}"),
+            unit_price,
+            currency: "EUR".into(),
+        };
+        let event = NewEvent::new(event.event_type(), event.schema_version(), event.to_data());
+        store
+            .append(
+                &format!("product-{sku}"),
+                ExpectedVersion::NoStream,
+                &[event],
+                &serde_json::json!({}),
+            )
+            .await
+            .unwrap();
+    }
+
+    let output = tokio::task::spawn_blocking({
+        let url = db.url.clone();
+        move || {
+            Command::new(env!("CARGO_BIN_EXE_fulcrum"))
+                .args(["rebuild", "catalog"])
+                .env("DATABASE_URL", &url)
+                .output()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{output:?}");
+    assert!(stdout.contains("rebuilt catalog: 2 events"), "{stdout}");
+    let products: Vec<(String, i64)> =
+        sqlx::query_as("SELECT sku, unit_price FROM rm_catalog.products ORDER BY sku")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        products,
+        vec![("SKU-A".to_owned(), 100), ("SKU-B".to_owned(), 250)]
+    );
+    pool.close().await;
+
+    let unknown = Command::new(env!("CARGO_BIN_EXE_fulcrum"))
+        .args(["rebuild", "nope"])
+        .env("DATABASE_URL", &db.url)
+        .output()
+        .unwrap();
+    assert!(!unknown.status.success());
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("unknown projection"));
 }
