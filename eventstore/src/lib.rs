@@ -5,7 +5,8 @@
 //! - [`read_stream`], [`read_all`] and [`EventStore::subscribe_all`]: reads
 //!   in stream order and in gap-free global order (see [`Checkpoint`]);
 //! - [`idempotency`] keys, [`snapshot`]s, reader [`checkpoint`]s and
-//!   [`verify_stream`].
+//!   [`verify_stream`];
+//! - the [`relay`] that publishes committed events to Kafka.
 //!
 //! Store functions take an executor or a connection so that the caller owns
 //! the transaction.
@@ -18,6 +19,7 @@ mod hash;
 pub mod idempotency;
 mod model;
 mod read;
+pub mod relay;
 pub mod snapshot;
 mod store;
 mod subscribe;
@@ -33,6 +35,7 @@ pub use model::{
     Snapshot,
 };
 pub use read::{checkpoint_at, head_position, read_all, read_stream};
+pub use relay::{Relay, RelayConfig, RelayError};
 pub use snapshot::{load_snapshot, save_snapshot};
 pub use store::{EventStore, NOTIFY_CHANNEL};
 pub use subscribe::SubscribeOptions;
