@@ -9,13 +9,16 @@
 #
 # Environment:
 #   KAFKA_BROKERS  host:port to listen on and advertise (default 127.0.0.1:9092)
-#   TANSU_STORAGE  Tansu storage engine URL (default s3://tansu/). This build of
-#                  Tansu supports only s3:// and memory:// (its postgres and sqlite
-#                  engines are compiled out). s3:// keeps topics across broker
-#                  restarts, but not reliably the log: a restarted Tansu 0.6 can
-#                  hand out offsets again and overwrite acknowledged messages (seen
-#                  with the local S3 server; eventstore/tests/relay_outage.rs).
-#                  memory:// loses everything when the broker stops.
+#   TANSU_STORAGE  Tansu storage engine URL (default memory://tansu/, as DESIGN.md
+#                  prescribes: fast, and a broker restart starts empty). This build
+#                  of Tansu supports only memory:// and s3:// (its postgres and
+#                  sqlite engines are compiled out). s3:// keeps topics across
+#                  restarts but not reliably the log: a restarted Tansu 0.6 can hand
+#                  out offsets again and overwrite acknowledged messages (seen with
+#                  the local S3 server; eventstore/tests/relay_outage.rs), and it
+#                  delivered only ~200 messages/s here. The event store, not the
+#                  broker, is the system of record: after a broker restart, reset
+#                  the relay's checkpoint to re-publish, or rebuild projections.
 #   AWS_ENDPOINT   an S3-compatible server for s3:// storage. When unset, a local
 #                  S3 server (s3rver, from npm) is started on 127.0.0.1:$TANSU_S3_PORT
 #                  (default 4569), keeping its objects on disk in $KAFKA_RUN_DIR/s3/.
@@ -39,7 +42,7 @@ BROKERS="${KAFKA_BROKERS:-127.0.0.1:9092}"
 BROKER="${BROKERS%%,*}"
 HOST="${BROKER%:*}"
 PORT="${BROKER##*:}"
-STORAGE="${TANSU_STORAGE:-s3://tansu/}"
+STORAGE="${TANSU_STORAGE:-memory://tansu/}"
 S3_PORT="${TANSU_S3_PORT:-4569}"
 START_TIMEOUT="${KAFKA_START_TIMEOUT:-30}"
 
