@@ -70,7 +70,16 @@ pub async fn apply(
     if let Some(answer) = settled(classify(stored, event.version)) {
         return Ok(answer);
     }
-    let change = plan(conn, projection, &q, event, decoded).await?;
+    let change = match plan(conn, projection, &q, event, decoded).await {
+        // A concurrent applier committed this version between our two reads:
+        // the rows no longer fit because the event is already in them.
+        Err(ProjectionError::Inconsistent { .. })
+            if stored_version(conn, &q, &event.stream_id).await? != stored =>
+        {
+            return recheck(conn, &q, event).await
+        }
+        change => change?,
+    };
     if !advance(conn, &q, event).await? {
         return recheck(conn, &q, event).await;
     }
