@@ -8,6 +8,7 @@ use domain::product::ProductCommand;
 use domain::{Address, CancelReason};
 use eventstore::testing::TestDb;
 use eventstore::{Checkpoint, EventStore, RecordedEvent};
+use projections::status::ProjectionInfo;
 use projections::Projection;
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -210,5 +211,87 @@ impl World {
             .fetch_one(&self.db.pool)
             .await
             .unwrap()
+    }
+}
+
+impl World {
+    /// Every event readable in the gap-free global order, once the order settled.
+    pub async fn events(&self) -> Vec<RecordedEvent> {
+        self.settle().await;
+        let mut all = Vec::new();
+        let mut after = Checkpoint::START;
+        loop {
+            let batch = self.store.read_all(after, 1000).await.unwrap();
+            let Some(last) = batch.last() else {
+                return all;
+            };
+            after = last.checkpoint();
+            all.extend(batch);
+        }
+    }
+
+    /// Builds `projection` with the bulk path into a new schema `name`.
+    pub async fn build(&self, projection: Projection, name: &str) -> Checkpoint {
+        self.settle().await;
+        self.create_schema(projection, name).await;
+        projections::build(&self.store, projection, name, Checkpoint::START, |_, _| {})
+            .await
+            .unwrap()
+    }
+
+    /// The admin list's line for `projection`.
+    pub async fn info(&self, projection: Projection) -> ProjectionInfo {
+        projections::status::list(&self.db.pool)
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|info| info.name == projection.name())
+            .unwrap()
+    }
+
+    /// Applies `event` to `schema` in a transaction of its own.
+    pub async fn apply(
+        &self,
+        projection: Projection,
+        schema: &str,
+        event: &RecordedEvent,
+    ) -> projections::Applied {
+        let mut tx = self.db.pool.begin().await.unwrap();
+        let applied = projections::apply(&mut tx, projection, schema, event)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        applied
+    }
+
+    /// The read-model schemas that exist (`rm_%`), sorted.
+    pub async fn schemas(&self) -> Vec<String> {
+        sqlx::query_scalar(
+            "SELECT schema_name::text FROM information_schema.schemata
+              WHERE schema_name LIKE 'rm\\_%' ORDER BY 1",
+        )
+        .fetch_all(&self.db.pool)
+        .await
+        .unwrap()
+    }
+}
+
+/// Asserts two dumps are equal, naming the first table and row that differ
+/// (a whole dump is too large to read in a failure message).
+pub fn assert_same(left: &Value, right: &Value, what: &str) {
+    let (Value::Object(l), Value::Object(r)) = (left, right) else {
+        panic!("{what}: dumps are objects");
+    };
+    assert_eq!(
+        l.keys().collect::<Vec<_>>(),
+        r.keys().collect::<Vec<_>>(),
+        "{what}: tables"
+    );
+    for (table, rows) in l {
+        let (a, b) = (rows.as_array().unwrap(), r[table].as_array().unwrap());
+        if let Some((i, (x, y))) = a.iter().zip(b).enumerate().find(|(_, (x, y))| x != y) {
+            panic!("{what}: {table} row {i} differs:\n  left:  {x}\n  right: {y}");
+        }
+        assert_eq!(a.len(), b.len(), "{what}: {table} row count");
     }
 }

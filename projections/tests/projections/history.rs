@@ -63,10 +63,8 @@ impl History {
             });
             history.prices.push((sku.clone(), unit_price, currency));
             history.stock.insert(sku.clone(), Inventory::default());
-            history.stock_event(InventoryEvent::StockReceived {
-                sku,
-                quantity: history.rng.gen_range(20..200),
-            });
+            let quantity = history.rng.gen_range(20..200);
+            history.stock_event(InventoryEvent::StockReceived { sku, quantity });
         }
         history
     }
@@ -109,7 +107,11 @@ impl History {
             ProductEvent::ProductDefined { sku, .. }
             | ProductEvent::ProductPriceChanged { sku, .. } => sku.clone(),
         };
-        self.push(format!("product-{sku}"), event.event_type(), event.to_data());
+        self.push(
+            format!("product-{sku}"),
+            event.event_type(),
+            event.to_data(),
+        );
     }
 
     fn stock_event(&mut self, event: InventoryEvent) {
@@ -122,19 +124,35 @@ impl History {
         };
         let state = self.stock.remove(&sku).unwrap_or_default();
         self.stock.insert(sku.clone(), state.evolve(&event));
-        self.push(format!("inventory-{sku}"), event.event_type(), event.to_data());
+        self.push(
+            format!("inventory-{sku}"),
+            event.event_type(),
+            event.to_data(),
+        );
     }
 
     fn order_event(&mut self, event: OrderEvent, order_id: Uuid) {
-        self.push(format!("order-{order_id}"), event.event_type(), event.to_data());
+        self.push(
+            format!("order-{order_id}"),
+            event.event_type(),
+            event.to_data(),
+        );
     }
 
     fn payment(&mut self, event: PaymentEvent, order_id: Uuid) {
-        self.push(format!("payment-{order_id}"), event.event_type(), event.to_data());
+        self.push(
+            format!("payment-{order_id}"),
+            event.event_type(),
+            event.to_data(),
+        );
     }
 
     fn shipment(&mut self, event: ShipmentEvent, order_id: Uuid) {
-        self.push(format!("shipment-{order_id}"), event.event_type(), event.to_data());
+        self.push(
+            format!("shipment-{order_id}"),
+            event.event_type(),
+            event.to_data(),
+        );
     }
 
     /// One order taken down one of the saga's paths.
@@ -152,7 +170,11 @@ impl History {
                 self.rng.gen_range(0..tens) * 10 + 9
             } else {
                 let i = self.rng.gen_range(0..self.prices.len());
-                if i % 10 == 9 { i - 1 } else { i }
+                if i % 10 == 9 {
+                    i - 1
+                } else {
+                    i
+                }
             };
             let (sku, unit_price, _) = self.prices[i].clone();
             if lines.iter().any(|l| l.sku == sku) {
@@ -224,11 +246,17 @@ impl History {
         self.payment(authorized, order_id);
         if self.rng.gen_bool(0.03) {
             let reason = "unsupported destination country XX".into();
-            self.shipment(ShipmentEvent::ShipmentRejected { order_id, reason }, order_id);
+            self.shipment(
+                ShipmentEvent::ShipmentRejected { order_id, reason },
+                order_id,
+            );
             self.payment(PaymentEvent::PaymentVoided { order_id }, order_id);
             return self.cancel(order_id, &reserved, CancelReason::ShipmentRejected);
         }
-        self.shipment(ShipmentEvent::ShipmentRequested { order_id, address }, order_id);
+        self.shipment(
+            ShipmentEvent::ShipmentRequested { order_id, address },
+            order_id,
+        );
         let captured = PaymentEvent::PaymentCaptured {
             order_id,
             amount: total,
