@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use eventstore::{Checkpoint, EventStore};
-use sqlx::PgConnection;
+use sqlx::{Connection, PgConnection};
 
 use crate::status::{self, Status};
 use crate::{build, catch_up, schema, Projection, ProjectionError};
@@ -104,7 +104,7 @@ impl Rebuild {
             .detach();
         let claimed: bool =
             sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtextextended($1, 0))")
-                .bind(format!("fulcrum.rebuild.{}", projection.name()))
+                .bind(rebuild_lock_key(projection))
                 .fetch_one(&mut lock)
                 .await
                 .map_err(ProjectionError::from)?;
@@ -143,11 +143,12 @@ impl Rebuild {
         let started = Instant::now();
         let outcome = self.replay(started, &mut progress).await;
         let projection = self.projection;
-        match outcome {
+        let finished = match outcome {
             Ok(report) => {
-                status::set_status(&mut self.lock, projection, Status::Running, None).await?;
+                let done =
+                    status::set_status(&mut self.lock, projection, Status::Running, None).await;
                 tracing::info!(%projection, events = report.events, elapsed = ?report.elapsed, "rebuild swapped in");
-                Ok(report)
+                done.map(|()| report).map_err(RebuildError::from)
             }
             Err(error) => {
                 tracing::error!(%projection, %error, "rebuild failed; the live tables are untouched");
@@ -158,11 +159,22 @@ impl Rebuild {
                 ))
                 .execute(&mut self.lock)
                 .await;
-                status::set_status(&mut self.lock, projection, self.previous, Some(&message))
-                    .await?;
-                Err(error.into())
+                let restored =
+                    status::set_status(&mut self.lock, projection, self.previous, Some(&message))
+                        .await;
+                Err(restored
+                    .err()
+                    .map_or(RebuildError::from(error), RebuildError::from))
             }
-        }
+        };
+        // Release the claim now, not when the server notices the closed
+        // connection, so that a next rebuild can start right away.
+        let _ = sqlx::query("SELECT pg_advisory_unlock(hashtextextended($1, 0))")
+            .bind(rebuild_lock_key(projection))
+            .execute(&mut self.lock)
+            .await;
+        let _ = self.lock.close().await;
+        finished
     }
 
     async fn replay(
@@ -238,4 +250,9 @@ impl Rebuild {
 /// The quoted name of `projection`'s rebuild schema.
 fn fresh(projection: Projection) -> Result<String, ProjectionError> {
     schema::quoted(&format!("{}_rebuild", projection.live_schema()))
+}
+
+/// The session advisory-lock key that claims `projection`'s rebuild.
+fn rebuild_lock_key(projection: Projection) -> String {
+    format!("fulcrum.rebuild.{}", projection.name())
 }
