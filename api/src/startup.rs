@@ -127,9 +127,9 @@ impl Application {
     }
 
     /// Runs every configured role until SIGTERM or ctrl-c, then stops them
-    /// all: HTTP finishes in-flight requests, the relay and the projectors
-    /// finish their current batch. When one role fails, the others are
-    /// stopped too and the error is returned.
+    /// all: HTTP finishes in-flight requests, the relay its current batch;
+    /// a projector's unfinished batch rolls back (Kafka redelivers it). When
+    /// one role fails, the others are stopped too and the error is returned.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         self.run_until(shutdown_signal()).await
     }

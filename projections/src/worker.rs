@@ -149,7 +149,10 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ProjectorError> {
     let mut shutdown = std::pin::pin!(shutdown.fuse());
-    ensure_topics(&config, projection).await?;
+    tokio::select! {
+        created = ensure_topics(&config, projection) => created?,
+        () = &mut shutdown => return Ok(()),
+    }
     {
         // A restart retries a halted projection.
         let mut conn = store
