@@ -65,16 +65,23 @@ pub async fn connect_and_migrate(config: &DatabaseConfig) -> anyhow::Result<Even
 
 impl Application {
     /// Checks the token settings, connects, migrates and binds `config.addr`.
-    /// Refuses to start without a token key (unless `--dev`) or with an
-    /// HS256 secret under 32 bytes.
+    /// With the `api` role, refuses to start without a token key (unless
+    /// `--dev`) or with an HS256 secret under 32 bytes.
     pub async fn build(config: ServeConfig) -> anyhow::Result<Application> {
-        let auth = Authenticator::from_config(&config.jwt).context("token settings")?;
-        if auth.is_dev() {
-            tracing::warn!(
-                "DEVELOPMENT MODE: tokens are signed with the public development secret; \
-                 anyone can mint any role. Set JWT_SECRET (or JWT_PUBLIC_KEY_PEM) in production."
-            );
-        }
+        let serves_http = config.roles.contains(&Role::Api);
+        // Only the HTTP server checks tokens: a relay or projector process needs no key.
+        let auth = if serves_http {
+            let auth = Authenticator::from_config(&config.jwt).context("token settings")?;
+            if auth.is_dev() {
+                tracing::warn!(
+                    "DEVELOPMENT MODE: tokens are signed with the public development secret; \
+                     anyone can mint any role. Set JWT_SECRET (or JWT_PUBLIC_KEY_PEM) in production."
+                );
+            }
+            Some(auth)
+        } else {
+            None
+        };
         let store = connect_and_migrate(&config.database).await?;
         let executor = ExecutorConfig {
             snapshot_every: config.snapshot_every,
@@ -85,7 +92,7 @@ impl Application {
             roles: config.roles.clone(),
             kafka: config.kafka.clone(),
         };
-        let mut app = if config.roles.contains(&Role::Api) {
+        let mut app = if let Some(auth) = auth {
             let state = AppState {
                 commands: CommandHandler::new(store.clone(), executor),
                 store,

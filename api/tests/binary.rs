@@ -247,3 +247,52 @@ async fn rebuild_replays_a_projection_and_reports_its_speed() {
     assert!(!unknown.status.success());
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("unknown projection"));
 }
+
+#[tokio::test]
+async fn serve_with_only_background_roles_needs_no_token_key_and_stops_on_sigterm() {
+    let db = FreshDatabase::new();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fulcrum"))
+        .args(["serve", "--roles", "relay,projector"])
+        .env("DATABASE_URL", &db.url)
+        .env_remove("JWT_SECRET")
+        .env_remove("JWT_PUBLIC_KEY_PEM")
+        .env(
+            "FULCRUM_TOPIC_PREFIX",
+            format!("tbin{}", uuid::Uuid::new_v4().simple()),
+        )
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // It migrates the database, then relays and projects until told to stop.
+    let url = db.url.clone();
+    let mut migrated = false;
+    for _ in 0..200 {
+        // A plain connect: it must not create the database itself.
+        if let Ok(pool) = sqlx::PgPool::connect(&url).await {
+            let applied = eventstore::db::migrations_applied(&pool).await;
+            pool.close().await;
+            if applied.unwrap_or(false) {
+                migrated = true;
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(migrated, "serve did not migrate the database");
+    assert!(child.try_wait().unwrap().is_none(), "serve exited early");
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let output = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "exited with {}: {stderr}",
+        output.status
+    );
+    assert!(!stderr.contains("DEVELOPMENT MODE"), "{stderr}");
+}
