@@ -71,7 +71,11 @@ fn parse_role(s: &str) -> Result<Role, String> {
 async fn main() -> anyhow::Result<()> {
     api::telemetry::init();
     match Cli::parse().command {
-        Command::Serve(config) => Application::build(config).await?.run_until_stopped().await,
+        Command::Serve(config) => {
+            // Before start-up, so that SIGTERM while migrating stops gracefully.
+            let stop = api::startup::shutdown_signal();
+            Application::build(config).await?.run_until(stop).await
+        }
         Command::Migrate(config) => {
             api::startup::connect_and_migrate(&config).await?;
             tracing::info!("migrations applied");
