@@ -49,6 +49,11 @@ pub enum ProjectionError {
         /// The version that was read.
         version: u64,
     },
+    /// Another applier claimed a stream new to the read model while this
+    /// batch applied it: roll back and apply the batch again (its events
+    /// are then duplicates).
+    #[error("another applier claimed a stream of this batch first; retry the batch")]
+    Contended,
     /// Reading the event store failed.
     #[error("event store: {0}")]
     Store(#[from] eventstore::StoreError),

@@ -9,6 +9,9 @@
 //! - [`apply`]: the live path, one event at a time, idempotent by (stream
 //!   id, version), inside the caller's transaction (a Kafka consumer's);
 //! - [`catch_up`]: [`apply`] over the store in gap-free global order;
+//! - [`LiveBatch`]: what the projector workers ([`worker`]) use, a whole
+//!   batch per transaction with the same answers and row logic as
+//!   [`apply`], a few statements per batch;
 //! - [`build`]: the bulk path for rebuilds, folding in memory and writing
 //!   with `COPY`; the same row logic as [`apply`], so the same rows;
 //! - [`has_position`] and [`position`]: read-your-writes for queries;
@@ -24,6 +27,7 @@ mod copy;
 mod error;
 mod event;
 mod inventory;
+pub mod live;
 mod orders;
 mod position;
 mod projection;
@@ -37,6 +41,7 @@ pub mod worker;
 pub use apply::{apply, catch_up, skip, Applied};
 pub use build::build;
 pub use error::ProjectionError;
+pub use live::LiveBatch;
 pub use position::{has_position, position};
 pub use projection::Projection;
 pub use rebuild::{Progress, Rebuild, RebuildError, RebuildReport};

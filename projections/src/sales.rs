@@ -145,21 +145,31 @@ pub(crate) async fn save(
     .execute(&mut *conn)
     .await?;
     if let Some(delta) = delta {
-        // An atomic increment: orders of other streams may count on the same
-        // day concurrently.
-        sqlx::query(&format!(
-            "INSERT INTO {q}.sales_days (day, currency, orders, revenue) VALUES ($1, $2, $3, $4)
-             ON CONFLICT (day, currency) DO UPDATE SET
-                orders = sales_days.orders + EXCLUDED.orders,
-                revenue = sales_days.revenue + EXCLUDED.revenue"
-        ))
-        .bind(delta.day)
-        .bind(&delta.currency)
-        .bind(delta.orders)
-        .bind(delta.revenue)
-        .execute(conn)
-        .await?;
+        add_to_day(conn, q, delta).await?;
     }
+    Ok(())
+}
+
+/// Adds `delta` to its day's figures.
+pub(crate) async fn add_to_day(
+    conn: &mut PgConnection,
+    q: &str,
+    delta: &DayDelta,
+) -> Result<(), ProjectionError> {
+    // An atomic increment: orders of other streams may count on the same
+    // day concurrently.
+    sqlx::query(&format!(
+        "INSERT INTO {q}.sales_days (day, currency, orders, revenue) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (day, currency) DO UPDATE SET
+            orders = sales_days.orders + EXCLUDED.orders,
+            revenue = sales_days.revenue + EXCLUDED.revenue"
+    ))
+    .bind(delta.day)
+    .bind(&delta.currency)
+    .bind(delta.orders)
+    .bind(delta.revenue)
+    .execute(conn)
+    .await?;
     Ok(())
 }
 

@@ -23,11 +23,11 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::{Headers, OwnedMessage};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
-use sqlx::PgConnection;
 use uuid::Uuid;
 
+use crate::live::LiveBatch;
 use crate::status::{self, OnError, Status};
-use crate::{apply, skip, Applied, Projection, ProjectionError};
+use crate::{Applied, Projection, ProjectionError};
 
 /// Messages applied per Postgres transaction at most.
 const MAX_BATCH: usize = 256;
@@ -365,7 +365,8 @@ async fn apply_batch_retrying(
     }
 }
 
-/// Applies `batch` in one transaction; dead-letters poison events.
+/// Applies `batch` in one transaction ([`LiveBatch`]); dead-letters poison
+/// events.
 async fn apply_batch(
     store: &EventStore,
     projection: Projection,
@@ -374,28 +375,36 @@ async fn apply_batch(
     probe: &ProjectorProbe,
 ) -> Result<BatchOutcome, ProjectionError> {
     let schema = projection.live_schema();
+    let events: Vec<Result<RecordedEvent, Box<RecordedEvent>>> =
+        batch.iter().map(envelope).collect();
     let mut tx = store.pool().begin().await?;
     status::lock_shared(&mut tx, projection).await?;
+    let streams = events
+        .iter()
+        .filter_map(|e| e.as_ref().ok())
+        .filter(|e| projection.consumes(&e.stream_type))
+        .map(|e| e.stream_id.as_str());
+    let mut live = LiveBatch::begin(&mut tx, projection, &schema, streams).await?;
     let mut applied = 0u64;
     let mut duplicates = 0u64;
     let mut dead = 0u64;
     let mut recorded = Vec::new();
     let mut outcome = BatchOutcome::Done;
-    for (index, message) in batch.iter().enumerate() {
-        let event = match envelope(message) {
+    for (index, event) in events.iter().enumerate() {
+        let event = match event {
             Ok(event) => event,
             Err(event) => {
                 let error = "the message is not a Fulcrum event envelope";
-                dead +=
-                    u64::from(poison(&mut tx, projection, on_error, &event, error, false).await?);
+                dead += u64::from(status::dead_letter(&mut tx, projection, event, error).await?);
                 if on_error == OnError::Halt {
+                    status::set_status(&mut tx, projection, Status::Halted, Some(error)).await?;
                     outcome = BatchOutcome::Halted { applied: index };
                     break;
                 }
                 continue;
             }
         };
-        match apply_filling_gaps(&mut tx, store, projection, &schema, &event).await {
+        match live.apply(&mut tx, store, event).await {
             Ok(Applied::Applied) => {
                 applied += 1;
                 recorded.push(event.recorded_at);
@@ -409,16 +418,23 @@ async fn apply_batch(
             ) => {
                 let message = error.to_string();
                 tracing::error!(%projection, error = %message, "dead-lettering an event");
-                dead +=
-                    u64::from(poison(&mut tx, projection, on_error, &event, &message, true).await?);
-                if on_error == OnError::Halt {
-                    outcome = BatchOutcome::Halted { applied: index };
-                    break;
+                dead += u64::from(status::dead_letter(&mut tx, projection, event, &message).await?);
+                match on_error {
+                    OnError::Halt => {
+                        status::set_status(&mut tx, projection, Status::Halted, Some(&message))
+                            .await?;
+                        outcome = BatchOutcome::Halted { applied: index };
+                        break;
+                    }
+                    OnError::Skip => {
+                        live.skip(event);
+                    }
                 }
             }
             Err(error) => return Err(error),
         }
     }
+    live.finish(&mut tx).await?;
     tx.commit().await?;
     probe.batches.fetch_add(1, Ordering::Relaxed);
     probe.applied.fetch_add(applied, Ordering::Relaxed);
@@ -431,71 +447,6 @@ async fn apply_batch(
         }
     }
     Ok(outcome)
-}
-
-/// Records a poison event and halts or skips past it, inside `tx`.
-/// `positioned`: the event came from a valid envelope, so skipping can move
-/// its stream's position. Answers whether the dead letter is new.
-async fn poison(
-    tx: &mut PgConnection,
-    projection: Projection,
-    on_error: OnError,
-    event: &RecordedEvent,
-    error: &str,
-    positioned: bool,
-) -> Result<bool, ProjectionError> {
-    let new = status::dead_letter(tx, projection, event, error).await?;
-    match on_error {
-        OnError::Halt => status::set_status(tx, projection, Status::Halted, Some(error)).await?,
-        OnError::Skip if positioned => {
-            skip(tx, projection, &projection.live_schema(), event).await?;
-        }
-        OnError::Skip => {}
-    }
-    Ok(new)
-}
-
-/// [`apply`], and when the read model lacks earlier versions of the stream
-/// (the broker lost messages, or the group started past them), applies
-/// those from the event store first: the store, not Kafka, is the truth.
-async fn apply_filling_gaps(
-    tx: &mut PgConnection,
-    store: &EventStore,
-    projection: Projection,
-    schema: &str,
-    event: &RecordedEvent,
-) -> Result<Applied, ProjectionError> {
-    match apply(tx, projection, schema, event).await? {
-        Applied::Gap { expected } => {
-            let missing = event.version - expected;
-            let earlier = store
-                .read_stream(
-                    &event.stream_id,
-                    expected,
-                    i64::try_from(missing).unwrap_or(i64::MAX),
-                )
-                .await?;
-            tracing::warn!(stream_id = %event.stream_id, expected, version = event.version, "filling a gap from the event store");
-            for earlier in &earlier {
-                if let Applied::Gap { expected } = apply(tx, projection, schema, earlier).await? {
-                    return Err(ProjectionError::Gap {
-                        stream_id: earlier.stream_id.clone(),
-                        expected,
-                        version: earlier.version,
-                    });
-                }
-            }
-            match apply(tx, projection, schema, event).await? {
-                Applied::Gap { expected } => Err(ProjectionError::Gap {
-                    stream_id: event.stream_id.clone(),
-                    expected,
-                    version: event.version,
-                }),
-                other => Ok(other),
-            }
-        }
-        other => Ok(other),
-    }
 }
 
 /// The event in a relay message, or (as the error) the best description of

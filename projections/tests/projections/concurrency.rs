@@ -1,6 +1,7 @@
-//! `apply` is idempotent by (stream id, version) even when many appliers
-//! deliver the same events at once, in different interleavings, with
-//! redeliveries and rolled-back transactions: the rows equal one clean fold.
+//! `apply`, and the projectors' `LiveBatch`, are idempotent by (stream id,
+//! version) even when many appliers deliver the same events at once, in
+//! different interleavings, with redeliveries and rolled-back transactions:
+//! the rows equal one clean fold.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -10,7 +11,7 @@ use chrono::NaiveDate;
 use domain::CancelReason;
 use eventstore::RecordedEvent;
 use projections::read::{self, SalesDay};
-use projections::{Applied, Projection};
+use projections::{Applied, LiveBatch, Projection, ProjectionError};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -316,6 +317,118 @@ async fn a_confirmation_or_cancellation_applied_by_sixteen_tasks_at_once_counts_
                 row["version"].as_i64()
             ),
             (Some("cancelled"), Some("customer_cancelled"), Some(3))
+        );
+    }
+}
+
+/// Whether `error` says "roll back and try again": another applier claimed
+/// a new stream first, or Postgres broke a deadlock between two appliers.
+fn retryable(error: &ProjectionError) -> bool {
+    match error {
+        ProjectionError::Contended => true,
+        ProjectionError::Database(sqlx::Error::Database(e)) => {
+            matches!(e.code().as_deref(), Some("40P01" | "40001"))
+        }
+        _ => false,
+    }
+}
+
+/// Delivers all of `events` in global order, in batches of 1 to 40 events
+/// applied with [`LiveBatch`] (as a projector does), retrying a batch that
+/// lost a race; answers the tally of the committed batches.
+async fn deliver_batches(
+    pool: PgPool,
+    store: eventstore::EventStore,
+    projection: Projection,
+    schema: String,
+    events: Arc<Vec<RecordedEvent>>,
+    seed: u64,
+    start: Arc<Barrier>,
+) -> Tally {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut tally = Tally::default();
+    let mut at = 0;
+    start.wait().await;
+    while at < events.len() {
+        let n = rng.gen_range(1..=40).min(events.len() - at);
+        let batch = &events[at..at + n];
+        let attempt = async {
+            let mut tx = pool.begin().await?;
+            let ids = batch.iter().map(|e| e.stream_id.as_str());
+            let mut live = LiveBatch::begin(&mut tx, projection, &schema, ids).await?;
+            let mut answers = Tally::default();
+            for event in batch {
+                match live.apply(&mut tx, &store, event).await? {
+                    Applied::Applied => answers.applied += 1,
+                    Applied::Duplicate => answers.duplicates += 1,
+                    Applied::Ignored => {}
+                    other => panic!("{} v{}: {other:?}", event.stream_id, event.version),
+                }
+            }
+            live.finish(&mut tx).await?;
+            tx.commit().await?;
+            Ok::<_, ProjectionError>(answers)
+        };
+        match attempt.await {
+            Ok(answers) => {
+                tally.applied += answers.applied;
+                tally.duplicates += answers.duplicates;
+                at += n;
+            }
+            Err(error) if retryable(&error) => {}
+            Err(error) => panic!("{projection}: {error}"),
+        }
+    }
+    tally
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sixteen_projectors_applying_the_same_batches_leave_one_clean_fold() {
+    let w = World::new().await;
+    let mut history = History::new(20, 17);
+    history.generate(&w.store, 40, 10).await.unwrap();
+    let events = Arc::new(w.events().await);
+    let pool = pool(&w).await;
+    for projection in Projection::ALL {
+        let clean = format!("clean_{projection}");
+        w.build(projection, &clean).await;
+        let schema = format!("batched_{projection}");
+        w.create_schema(projection, &schema).await;
+        let consumed = events
+            .iter()
+            .filter(|e| projection.consumes(&e.stream_type))
+            .count();
+
+        let start = Arc::new(Barrier::new(TASKS));
+        let tasks: Vec<_> = (0..TASKS)
+            .map(|i| {
+                tokio::spawn(deliver_batches(
+                    pool.clone(),
+                    w.store.clone(),
+                    projection,
+                    schema.clone(),
+                    events.clone(),
+                    1000 + i as u64,
+                    start.clone(),
+                ))
+            })
+            .collect();
+        let mut total = Tally::default();
+        for task in tasks {
+            let tally = task.await.unwrap();
+            total.applied += tally.applied;
+            total.duplicates += tally.duplicates;
+        }
+        assert_eq!(total.applied, consumed, "{projection}: events applied");
+        assert_eq!(
+            total.duplicates,
+            consumed * (TASKS - 1),
+            "{projection}: duplicates"
+        );
+        assert_same(
+            &w.dump(projection, &schema).await,
+            &w.dump(projection, &clean).await,
+            projection.name(),
         );
     }
 }
