@@ -47,6 +47,13 @@ fn brokers() -> String {
     std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
 }
 
+/// `KAFKA_FETCH_WAIT_MAX_MS` for the projectors and the independent
+/// consumer, as `fulcrum serve` reads it (default 10).
+fn fetch_wait_max_ms() -> u32 {
+    std::env::var("KAFKA_FETCH_WAIT_MAX_MS")
+        .map_or(10, |v| v.parse().expect("KAFKA_FETCH_WAIT_MAX_MS"))
+}
+
 fn ctx() -> CommandContext {
     CommandContext::new("bench", "pipeline-bench")
 }
@@ -107,17 +114,27 @@ async fn main() {
         }
     };
 
-    let relay = tokio::spawn(eventstore::relay::run(
-        store.clone(),
-        RelayConfig::new(brokers()).with_topic_prefix(&prefix),
-        stopped(),
-    ));
+    let mut relay_config = RelayConfig::new(brokers()).with_topic_prefix(&prefix);
+    if let Ok(linger) = std::env::var("RELAY_LINGER_MS") {
+        relay_config.linger = Duration::from_millis(linger.parse().expect("RELAY_LINGER_MS"));
+    }
+    let relay = eventstore::relay::Relay::new(store.clone(), relay_config).unwrap();
+    let relay_stats = relay.stats();
+    let relay = tokio::spawn(relay.run(stopped()));
     let mut probes = Vec::new();
     let mut projectors = Vec::new();
+    let only = std::env::var("BENCH_PROJECTIONS").ok();
     for projection in Projection::ALL {
+        if only
+            .as_deref()
+            .is_some_and(|o| !o.split(',').any(|n| n == projection.name()))
+        {
+            continue;
+        }
         let mut config = ProjectorConfig::new(brokers());
         config.topic_prefix.clone_from(&prefix);
         config.on_error = OnError::Halt;
+        config.fetch_wait_max_ms = fetch_wait_max_ms();
         let probe = Arc::new(ProjectorProbe::default());
         probes.push((projection, probe.clone()));
         projectors.push(tokio::spawn(projections::worker::run(
@@ -160,7 +177,10 @@ async fn main() {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let list = projections::status::list(store.pool()).await.unwrap();
-        if list.iter().all(|p| p.lag == 0) {
+        if list
+            .iter()
+            .all(|p| p.lag == 0 || !probes.iter().any(|(running, _)| running.name() == p.name))
+        {
             break;
         }
         assert!(
@@ -175,7 +195,7 @@ async fn main() {
         .set("bootstrap.servers", brokers())
         .set("group.id", format!("{prefix}.bench"))
         .set("enable.auto.commit", "false")
-        .set("fetch.wait.max.ms", "10")
+        .set("fetch.wait.max.ms", fetch_wait_max_ms().to_string())
         .create()
         .unwrap();
     let mut assignment = TopicPartitionList::new();
@@ -219,6 +239,7 @@ async fn main() {
     for (_, probe) in &probes {
         probe.record_lags();
     }
+    relay_stats.record_lags();
 
     // The load: open loop at `rate` commands per second; the first 3 s warm
     // up (the independent consumer's first fetches, caches) and are not counted.
@@ -226,6 +247,7 @@ async fn main() {
     let placed = Arc::new(Mutex::new(Vec::<Uuid>::new()));
     drive(&handler, &placed, rate, 3).await;
     kafka_lags.lock().await.clear();
+    relay_stats.take_lags();
     for (_, probe) in &probes {
         probe.take_lags();
     }
@@ -241,7 +263,10 @@ async fn main() {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let list = projections::status::list(store.pool()).await.unwrap();
-        if list.iter().all(|p| p.lag == 0) {
+        if list
+            .iter()
+            .all(|p| p.lag == 0 || !probes.iter().any(|(running, _)| running.name() == p.name))
+        {
             break;
         }
         assert!(
@@ -253,6 +278,9 @@ async fn main() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let _ = stop_tx.send(true);
     collector.await.unwrap();
+    let relayed = relay_stats.take_lags();
+    report("commit -> relay read", relayed.read);
+    report("commit -> relay acked", relayed.acked);
     report(
         "commit -> Kafka",
         std::mem::take(&mut *kafka_lags.lock().await),

@@ -43,7 +43,7 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::pin::pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -248,6 +248,18 @@ pub struct RelayStats {
     retries: AtomicU64,
     out_of_order: AtomicU64,
     checkpoint: Mutex<Checkpoint>,
+    record_lags: AtomicBool,
+    lags: Mutex<RelayLags>,
+}
+
+/// Per-event lags a relay recorded after [`RelayStats::record_lags`], each
+/// measured from the event's `recorded_at` (stamped just before its append).
+#[derive(Debug, Default, Clone)]
+pub struct RelayLags {
+    /// Until the relay took the event from its subscription.
+    pub read: Vec<Duration>,
+    /// Until the broker acknowledged it.
+    pub acked: Vec<Duration>,
 }
 
 impl RelayStats {
@@ -280,6 +292,31 @@ impl RelayStats {
             .checkpoint
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Starts recording per-event lags (for benchmarks: a clock read and a
+    /// push per event).
+    pub fn record_lags(&self) {
+        self.record_lags.store(true, Ordering::Relaxed);
+    }
+
+    /// The lags recorded so far (and forgets them).
+    pub fn take_lags(&self) -> RelayLags {
+        std::mem::take(&mut *self.lags.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    fn note_lag(&self, recorded_at: chrono::DateTime<chrono::Utc>, acked: bool) {
+        if !self.record_lags.load(Ordering::Relaxed) {
+            return;
+        }
+        if let Ok(lag) = (chrono::Utc::now() - recorded_at).to_std() {
+            let mut lags = self.lags.lock().unwrap_or_else(PoisonError::into_inner);
+            if acked {
+                lags.acked.push(lag);
+            } else {
+                lags.read.push(lag);
+            }
+        }
     }
 
     fn set_checkpoint(&self, checkpoint: Checkpoint) {
@@ -441,6 +478,9 @@ impl Relay {
                 u64::try_from(batch - failed).unwrap_or(u64::MAX),
                 Ordering::Relaxed,
             );
+            for out in pending.range(..acked) {
+                self.stats.note_lag(out.event.recorded_at, true);
+            }
             if acked > 0 {
                 if let Some(last) = pending.drain(..acked).next_back() {
                     let checkpoint = last.event.checkpoint();
@@ -529,6 +569,7 @@ impl Relay {
         match next {
             Some(Ok(event)) => {
                 *read = event.checkpoint();
+                self.stats.note_lag(event.recorded_at, false);
                 let topic = self.config.topic_for(&event.stream_type);
                 if !is_valid_topic(&topic) {
                     return Err(RelayError::InvalidTopic {
