@@ -49,7 +49,10 @@ async fn audit_routes_are_for_operators_and_admins_only() {
 async fn paging_through_the_global_order_returns_every_event_once() {
     let app = TestApp::spawn().await;
     let operator = token("op", Role::Operator);
-    for i in 0..7 {
+    // Nine events at three per page: the third page is the last one, and
+    // says so with a null cursor rather than sending the client to an
+    // empty fourth page.
+    for i in 0..9 {
         let body =
             json!({"sku": format!("SKU-{i}"), "name": "P", "unit_price": 1, "currency": "EUR"});
         assert_eq!(
@@ -89,7 +92,7 @@ async fn paging_through_the_global_order_returns_every_event_once() {
         }
     }
 
-    assert_eq!(seen, (0..7).map(|i| format!("SKU-{i}")).collect::<Vec<_>>());
+    assert_eq!(seen, (0..9).map(|i| format!("SKU-{i}")).collect::<Vec<_>>());
     assert_eq!(pages, 3);
     // `after` may also be a global position.
     let all: Value = app
@@ -108,7 +111,7 @@ async fn paging_through_the_global_order_returns_every_event_once() {
         .json()
         .await
         .unwrap();
-    assert_eq!(rest["items"].as_array().unwrap().len(), 4);
+    assert_eq!(rest["items"].as_array().unwrap().len(), 6);
     assert_eq!(rest["next_cursor"], Value::Null);
 }
 
@@ -170,4 +173,41 @@ async fn a_stream_history_lists_every_event_with_its_metadata_and_hash() {
             "missing metadata.{field}"
         );
     }
+}
+
+#[tokio::test]
+async fn a_page_holds_fifty_events_unless_asked_otherwise() {
+    let app = TestApp::spawn().await;
+    let operator = token("op", Role::Operator);
+    for i in 0..51 {
+        let body =
+            json!({"sku": format!("SKU-{i}"), "name": "P", "unit_price": 1, "currency": "EUR"});
+        let status = app
+            .post("/api/v1/products", Some(&operator), &body)
+            .await
+            .status();
+        assert_eq!(status, 201);
+    }
+    app.settle().await;
+
+    let first: Value = app
+        .get("/api/v1/audit/events", Some(&operator))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(first["items"].as_array().unwrap().len(), 50);
+    let next = first["next_cursor"].as_str().unwrap();
+    let rest: Value = app
+        .get(
+            &format!("/api/v1/audit/events?after={next}"),
+            Some(&operator),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(rest["items"].as_array().unwrap().len(), 1);
+    assert_eq!(rest["items"][0]["data"]["sku"], "SKU-50");
+    assert!(rest["next_cursor"].is_null());
 }

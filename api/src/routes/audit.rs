@@ -82,12 +82,15 @@ pub async fn events(
         None | Some("") => Checkpoint::START,
         Some(cursor) => resolve_cursor(&state, cursor).await?,
     };
-    let items = state
+    // One more than asked tells whether a next page exists.
+    let mut items = state
         .store
-        .read_all(after, limit)
+        .read_all(after, limit + 1)
         .await
         .map_err(anyhow::Error::from)?;
-    let next_cursor = (items.len() as i64 == limit)
+    let more = items.len() as i64 > limit;
+    items.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+    let next_cursor = more
         .then(|| items.last().map(|e| e.checkpoint().to_string()))
         .flatten();
     Ok(Json(Page { items, next_cursor }))
