@@ -245,6 +245,26 @@ async fn every_error_class_is_problem_json_and_appends_nothing() {
         403,
     )
     .await;
+    // The role check comes before the body is read: a customer sending a
+    // malformed body, no JSON content type or a bad idempotency key to an
+    // operator route learns only that the route is not theirs.
+    for (content_type, body, key) in [
+        ("application/json", "{\"sku\": [", "k-1"),
+        ("text/plain", "hello", "k-2"),
+        ("application/json", "{}", "a key with spaces"),
+    ] {
+        let refused = app
+            .client
+            .post(format!("{}/api/v1/products", app.base))
+            .bearer_auth(&alice)
+            .header("content-type", content_type)
+            .header("idempotency-key", key)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        problem(refused, 403).await;
+    }
     let unknown = uuid::Uuid::new_v4();
     let ship = json!({"carrier": "DHL", "tracking_number": "1"});
     problem(

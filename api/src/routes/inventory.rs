@@ -29,10 +29,13 @@ pub async fn receive(
     caller: Caller,
     Path(sku): Path<String>,
     correlation: CorrelationId,
-    key: IdempotencyKey,
-    body: ApiJson<Receipt>,
+    key: Result<IdempotencyKey, ApiError>,
+    body: Result<ApiJson<Receipt>, ApiError>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     caller.require(&[Role::Operator, Role::Admin])?;
+    // The role check comes first: a caller without the role learns nothing
+    // about the body or the key it sent.
+    let (key, body) = (key?, body?);
     if domain::validate_sku(&sku).is_err() {
         return Err(ApiError::NotFound(format!("no product {sku}")));
     }

@@ -65,10 +65,13 @@ pub async fn place(
     State(state): State<AppState>,
     caller: Caller,
     correlation: CorrelationId,
-    key: IdempotencyKey,
-    body: ApiJson<PlaceOrder>,
+    key: Result<IdempotencyKey, ApiError>,
+    body: Result<ApiJson<PlaceOrder>, ApiError>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     caller.require(&[Role::Customer])?;
+    // The role check comes first: a caller without the role learns nothing
+    // about the body or the key it sent.
+    let (key, body) = (key?, body?);
     let ApiJson { value: b, raw } = body;
     let context = context(&caller, correlation, key, "POST /api/v1/orders", &raw);
     let request = OrderRequest {
@@ -97,10 +100,13 @@ pub async fn cancel(
     caller: Caller,
     Path(id): Path<String>,
     correlation: CorrelationId,
-    key: IdempotencyKey,
-    OptionalApiJson(body): OptionalApiJson<Cancel>,
+    key: Result<IdempotencyKey, ApiError>,
+    body: Result<OptionalApiJson<Cancel>, ApiError>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     caller.require(&[Role::Customer, Role::Operator, Role::Admin])?;
+    // The role check comes first: a caller without the role learns nothing
+    // about the body or the key it sent.
+    let (key, OptionalApiJson(body)) = (key?, body?);
     let order_id = find_order(&state, &caller, &id).await?;
     let (note, raw) = match body {
         Some(ApiJson { value, raw }) => (value.reason, raw),
@@ -133,10 +139,13 @@ pub async fn ship(
     caller: Caller,
     Path(id): Path<String>,
     correlation: CorrelationId,
-    key: IdempotencyKey,
-    body: ApiJson<Ship>,
+    key: Result<IdempotencyKey, ApiError>,
+    body: Result<ApiJson<Ship>, ApiError>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     caller.require(&[Role::Operator, Role::Admin])?;
+    // The role check comes first: a caller without the role learns nothing
+    // about the body or the key it sent.
+    let (key, body) = (key?, body?);
     let order_id = find_order(&state, &caller, &id).await?;
     let route = format!("POST /api/v1/orders/{order_id}/ship");
     let context = context(&caller, correlation, key, &route, &body.raw);
@@ -154,10 +163,13 @@ pub async fn deliver(
     caller: Caller,
     Path(id): Path<String>,
     correlation: CorrelationId,
-    key: IdempotencyKey,
-    OptionalApiJson(body): OptionalApiJson<Deliver>,
+    key: Result<IdempotencyKey, ApiError>,
+    body: Result<OptionalApiJson<Deliver>, ApiError>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     caller.require(&[Role::Operator, Role::Admin])?;
+    // The role check comes first: a caller without the role learns nothing
+    // about the body or the key it sent.
+    let (key, OptionalApiJson(body)) = (key?, body?);
     let order_id = find_order(&state, &caller, &id).await?;
     let raw = body.map_or(Value::Null, |b| b.raw);
     let route = format!("POST /api/v1/orders/{order_id}/deliver");
