@@ -37,9 +37,9 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
         let axum::Json(raw) = axum::Json::<Value>::from_request(req, state)
             .await
             .map_err(from_rejection)?;
-        let value = serde_json::from_value(raw.clone()).map_err(|e| {
-            let message = e.to_string();
-            let field = field_of(&message);
+        let value = serde_path_to_error::deserialize(raw.clone()).map_err(|e| {
+            let field = field_of(&e);
+            let message = e.into_inner().to_string();
             ApiError::Unprocessable {
                 detail: format!("the body does not match the expected shape: {message}"),
                 errors: vec![crate::error::FieldError { field, message }],
@@ -67,14 +67,43 @@ fn from_rejection(rejection: JsonRejection) -> ApiError {
     }
 }
 
-/// The field a serde error names (`unknown field `x``, `missing field `y``), or `body`.
-fn field_of(message: &str) -> String {
-    message
+/// The JSON path of the field a deserialization error is about, as field
+/// errors name them (`lines[0].quantity`, `shipping_address.city`): where
+/// the error occurred, plus the field a "missing field" or "unknown field"
+/// message names; `body` for the body as a whole.
+fn field_of(error: &serde_path_to_error::Error<serde_json::Error>) -> String {
+    let message = error.inner().to_string();
+    let mut path = String::new();
+    for segment in error.path().iter() {
+        use serde_path_to_error::Segment;
+        match segment {
+            Segment::Seq { index } => path.push_str(&format!("[{index}]")),
+            Segment::Map { key } | Segment::Enum { variant: key } => {
+                if !path.is_empty() {
+                    path.push('.');
+                }
+                path.push_str(key);
+            }
+            Segment::Unknown => {}
+        }
+    }
+    let named = message
         .split('`')
         .nth(1)
-        .filter(|_| message.contains("field"))
-        .unwrap_or("body")
-        .to_owned()
+        .filter(|_| message.starts_with("missing field") || message.starts_with("unknown field"));
+    match (named, path.is_empty()) {
+        // serde reports a missing field at the object that lacks it.
+        (Some(name), _) if message.starts_with("missing field") => {
+            if path.is_empty() {
+                name.to_owned()
+            } else {
+                format!("{path}.{name}")
+            }
+        }
+        (_, false) => path,
+        (Some(name), true) => name.to_owned(),
+        (None, true) => "body".to_owned(),
+    }
 }
 
 /// The request's correlation id: the client's `X-Correlation-Id`, or a new one.
@@ -158,5 +187,66 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for OptionalApiJson<T> 
         ApiJson::from_request(req, state)
             .await
             .map(|j| OptionalApiJson(Some(j)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::field_of;
+    use serde::Deserialize;
+    use serde_json::json;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Order {
+        lines: Vec<Line>,
+        address: Address,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Line {
+        sku: String,
+        quantity: i64,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Address {
+        city: String,
+    }
+
+    fn field(body: serde_json::Value) -> String {
+        let error = serde_path_to_error::deserialize::<_, Order>(body).unwrap_err();
+        field_of(&error)
+    }
+
+    #[test]
+    fn field_errors_name_the_json_path_of_the_field() {
+        let address = json!({"city": "Berlin"});
+        let line = json!({"sku": "A", "quantity": 1});
+        assert_eq!(
+            field(json!({"lines": [line, {"sku": "B", "quantity": "x"}], "address": address})),
+            "lines[1].quantity"
+        );
+        assert_eq!(
+            field(json!({"lines": [line], "address": {"city": "B", "x": 1}})),
+            "address.x"
+        );
+        assert_eq!(
+            field(json!({"lines": [{"sku": "A"}], "address": address})),
+            "lines[0].quantity"
+        );
+        assert_eq!(field(json!({"lines": [line]})), "address");
+        assert_eq!(
+            field(json!({"lines": [line], "address": address, "extra": 1})),
+            "extra"
+        );
+        assert_eq!(field(json!("an order")), "body");
     }
 }

@@ -92,6 +92,13 @@ impl CommandHandler {
     }
 
     async fn price(&self, lines: &[RequestedLine]) -> Result<Vec<PricedLine>, CommandError> {
+        // Checked before any catalogue lookup, so that an oversized order
+        // costs one answer, not one query per line. The domain checks the
+        // same rule again.
+        if lines.is_empty() || lines.len() > domain::order::MAX_LINES {
+            let message = format!("must have 1 to {} lines", domain::order::MAX_LINES);
+            return Err(DomainError::Invalid(vec![FieldError::new("lines", message)]).into());
+        }
         let mut priced = Vec::with_capacity(lines.len());
         let mut errors = Vec::new();
         for (i, line) in lines.iter().enumerate() {

@@ -18,8 +18,10 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiErr
     match eventstore::db::migrations_applied(state.store.pool()).await {
         Ok(true) => Ok(Json(json!({"status": "ready"}))),
         Ok(false) => Err(ApiError::Unavailable("migrations are not applied".into())),
-        Err(error) => Err(ApiError::Unavailable(format!(
-            "database unreachable: {error}"
-        ))),
+        Err(error) => {
+            // The reason is for the logs; a probe needs no internals.
+            tracing::warn!(%error, "readiness: the database is unreachable");
+            Err(ApiError::Unavailable("the database is unreachable".into()))
+        }
     }
 }

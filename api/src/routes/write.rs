@@ -24,10 +24,23 @@ pub fn context(
         Some(key) => {
             let hash =
                 eventstore::idempotency::request_hash(&json!({"route": route, "body": body}));
-            context.with_idempotency(format!("{}:{key}", caller.user_id), hash)
+            context.with_idempotency(scoped_key(&caller.user_id, &key), hash)
         }
         None => context,
     }
+}
+
+/// The stored idempotency key of `key` sent by `user_id`: `<user>:<key>`,
+/// readable for operators, or, when that would exceed the store's limit
+/// (a long `sub`), `sha256:<hex of user NUL key>`, so that any valid token
+/// and header make a valid key.
+fn scoped_key(user_id: &str, key: &str) -> String {
+    let plain = format!("{user_id}:{key}");
+    if plain.len() <= eventstore::idempotency::MAX_KEY_LEN {
+        return plain;
+    }
+    let digest = eventstore::idempotency::request_hash(&json!([user_id, key]));
+    format!("sha256:{}", hex::encode(digest))
 }
 
 /// `status` with the outcome's reply plus the global `position` it reached.
@@ -38,4 +51,23 @@ pub fn answer(status: StatusCode, outcome: Outcome) -> (StatusCode, Json<Value>)
     };
     body.insert("position".into(), json!(outcome.position));
     (status, Json(Value::Object(body)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::scoped_key;
+
+    #[test]
+    fn a_scoped_key_always_fits_the_store_and_keeps_users_apart() {
+        assert_eq!(scoped_key("alice", "k-1"), "alice:k-1");
+        let long_user = "u".repeat(200);
+        let key = "k".repeat(200);
+        let scoped = scoped_key(&long_user, &key);
+        assert!(
+            scoped.len() <= eventstore::idempotency::MAX_KEY_LEN,
+            "{scoped}"
+        );
+        assert_ne!(scoped, scoped_key(&"v".repeat(200), &key));
+        assert_eq!(scoped, scoped_key(&long_user, &key));
+    }
 }
