@@ -181,8 +181,11 @@ pub async fn run(
                         () = &mut shutdown => return Ok(()),
                     }
                     match status::status(store.pool(), projection).await {
-                        Ok(Status::Halted) => {}
-                        Ok(_) => break,
+                        // A rebuild sets the status running when it has
+                        // swapped its tables in; consuming before then would
+                        // write `halted` over `rebuilding`.
+                        Ok(Status::Halted | Status::Rebuilding) => {}
+                        Ok(Status::Running) => break,
                         Err(error) => {
                             tracing::warn!(%projection, %error, "reading the projection's status")
                         }

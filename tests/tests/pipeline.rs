@@ -420,9 +420,25 @@ async fn a_poison_event_is_dead_lettered_then_halts_or_is_skipped_as_configured(
         .await;
     let after: Value = after.json().await.unwrap();
     let after_position = after["position"].as_i64().unwrap();
+    // A later event of the poisoned stream: same key, so the same partition,
+    // after the poison. (The order placed above may sit in another
+    // partition and be applied before the poison is reached.)
+    let later = store
+        .append(
+            &format!("order-{poison}"),
+            ExpectedVersion::Exact(1),
+            &[NewEvent::new(
+                "OrderConfirmed",
+                1,
+                json!({"order_id": poison}),
+            )],
+            &json!({}),
+        )
+        .await
+        .unwrap();
 
     // Halt (the default): dead-lettered, counted, status halted, and the
-    // order placed after the poison is not applied.
+    // stream's later event is not applied.
     let mut pipeline = Pipeline::start(&store);
     let halting = Arc::new(ProjectorProbe::default());
     let halted = pipeline.projector(&store, Projection::Orders, OnError::Halt, halting.clone());
@@ -452,7 +468,7 @@ async fn a_poison_event_is_dead_lettered_then_halts_or_is_skipped_as_configured(
             &halted_pool,
             Projection::Orders,
             "rm_orders",
-            after_position
+            later.position
         )
         .await
         .unwrap(),
@@ -461,15 +477,17 @@ async fn a_poison_event_is_dead_lettered_then_halts_or_is_skipped_as_configured(
     halted.abort();
 
     // Skip: restarted with skip, it records nothing twice, moves past the
-    // poison and applies the rest.
+    // poison (and the stream's later event, which cannot apply to an order
+    // the read model never saw placed: a second dead letter) and applies
+    // the rest.
     let skipping = Arc::new(ProjectorProbe::default());
     pipeline.keep(pipeline.projector(&store, Projection::Orders, OnError::Skip, skipping.clone()));
     caught_up(&store, Projection::Orders).await;
     let item = admin_item(&app, "orders").await;
     assert_eq!(item["status"], "running");
     assert_eq!(
-        item["dead_letters"], 1,
-        "the redelivered poison was counted twice"
+        item["dead_letters"], 2,
+        "the poison and the stream's later event, each counted once"
     );
     let order_id = after["order_id"].as_str().unwrap();
     let read = app
