@@ -18,6 +18,16 @@
 //!   group) receives it;
 //! - commit -> read model: until the projector transaction that applied it
 //!   committed (every projection that consumes it counts once).
+//!
+//! The relay's own share is printed too: until it read the event from the
+//! store, and until the broker acknowledged it.
+//!
+//! Knobs, for finding where the time goes: `KAFKA_FETCH_WAIT_MAX_MS`
+//! (projectors and the independent consumer, default 10), `RELAY_LINGER_MS`
+//! (default 5), `BENCH_PROJECTIONS=orders,sales` (run only these),
+//! `BENCH_CONSUMER_PROPERTIES=key=value,...` (projector consumers),
+//! `BENCH_PIPELINE_RUNTIME=1` (relay and projectors on a one-thread runtime
+//! of their own).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::sync::atomic::Ordering;
@@ -120,7 +130,21 @@ async fn main() {
     }
     let relay = eventstore::relay::Relay::new(store.clone(), relay_config).unwrap();
     let relay_stats = relay.stats();
-    let relay = tokio::spawn(relay.run(stopped()));
+    // BENCH_PIPELINE_RUNTIME=1: the relay and projectors on a runtime of
+    // their own (one worker thread), so the command load's tasks do not
+    // queue ahead of them.
+    let own_runtime = std::env::var("BENCH_PIPELINE_RUNTIME").is_ok_and(|v| v == "1");
+    let pipeline_runtime = own_runtime.then(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap()
+    });
+    let spawner = pipeline_runtime
+        .as_ref()
+        .map_or_else(tokio::runtime::Handle::current, |r| r.handle().clone());
+    let relay = spawner.spawn(relay.run(stopped()));
     let mut probes = Vec::new();
     let mut projectors = Vec::new();
     let only = std::env::var("BENCH_PROJECTIONS").ok();
@@ -135,9 +159,17 @@ async fn main() {
         config.topic_prefix.clone_from(&prefix);
         config.on_error = OnError::Halt;
         config.fetch_wait_max_ms = fetch_wait_max_ms();
+        // BENCH_CONSUMER_PROPERTIES="key=value,key=value" for the projectors.
+        if let Ok(properties) = std::env::var("BENCH_CONSUMER_PROPERTIES") {
+            config.consumer_properties = properties
+                .split(',')
+                .filter_map(|kv| kv.split_once('='))
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect();
+        }
         let probe = Arc::new(ProjectorProbe::default());
         probes.push((projection, probe.clone()));
-        projectors.push(tokio::spawn(projections::worker::run(
+        projectors.push(spawner.spawn(projections::worker::run(
             store.clone(),
             projection,
             config,
@@ -295,6 +327,9 @@ async fn main() {
     relay.await.unwrap().unwrap();
     for projector in projectors {
         projector.await.unwrap().unwrap();
+    }
+    if let Some(runtime) = pipeline_runtime {
+        runtime.shutdown_background();
     }
 }
 

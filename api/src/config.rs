@@ -124,6 +124,7 @@ impl KafkaConfig {
             max_poll_interval_ms: self.kafka_max_poll_interval_ms,
             fetch_wait_max_ms: self.kafka_fetch_wait_max_ms,
             on_error: self.projection_on_error,
+            consumer_properties: Vec::new(),
         }
     }
 }

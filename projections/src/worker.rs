@@ -51,6 +51,9 @@ pub struct ProjectorConfig {
     pub fetch_wait_max_ms: u32,
     /// Halt (default) or skip on an event the projection cannot apply.
     pub on_error: OnError,
+    /// Further librdkafka consumer properties, applied last (they override
+    /// the ones above; do not turn `enable.auto.commit` on).
+    pub consumer_properties: Vec<(String, String)>,
 }
 
 impl ProjectorConfig {
@@ -65,6 +68,7 @@ impl ProjectorConfig {
             max_poll_interval_ms: 7000,
             fetch_wait_max_ms: 10,
             on_error: OnError::Halt,
+            consumer_properties: Vec::new(),
         }
     }
 
@@ -206,7 +210,7 @@ fn consumer(
     config: &ProjectorConfig,
     projection: Projection,
 ) -> Result<StreamConsumer, ProjectorError> {
-    let consumer: StreamConsumer = ClientConfig::new()
+    let mut client = ClientConfig::new()
         .set("bootstrap.servers", &config.brokers)
         .set("group.id", config.group_id(projection))
         .set("enable.auto.commit", "false")
@@ -219,7 +223,11 @@ fn consumer(
         )
         .set("fetch.wait.max.ms", config.fetch_wait_max_ms.to_string())
         .set("topic.metadata.refresh.interval.ms", "5000")
-        .create()?;
+        .clone();
+    for (key, value) in &config.consumer_properties {
+        client.set(key, value);
+    }
+    let consumer: StreamConsumer = client.create()?;
     let topics = config.topics(projection);
     let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
     consumer.subscribe(&topics)?;
