@@ -608,3 +608,152 @@ async fn a_rebuild_over_http_while_orders_arrive_keeps_answering_and_ends_equal_
     )
     .await;
 }
+
+/// Every message of `topic` (all partitions, from the beginning) whose key
+/// is `key`, until `count` arrived; in arrival order.
+async fn messages_for(topic: &str, key: &str, count: usize) -> Vec<rdkafka::message::OwnedMessage> {
+    use rdkafka::consumer::{Consumer, StreamConsumer};
+    use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("group.id", format!("{topic}.test-reader"))
+        .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", "10")
+        .create()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    // The relay creates the topic at start; wait until it has partitions.
+    let partitions = loop {
+        let metadata = consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
+            .unwrap();
+        let ids: Vec<i32> = metadata
+            .topics()
+            .iter()
+            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+            .collect();
+        if !ids.is_empty() {
+            break ids;
+        }
+        assert!(Instant::now() < deadline, "topic {topic} never appeared");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let mut assignment = TopicPartitionList::new();
+    for partition in partitions {
+        assignment
+            .add_partition_offset(topic, partition, Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&assignment).unwrap();
+    let mut found = Vec::new();
+    while found.len() < count {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let message = tokio::time::timeout(left, consumer.recv())
+            .await
+            .unwrap_or_else(|_| panic!("only {} of {count} messages for {key}", found.len()))
+            .unwrap();
+        if message.key() == Some(key.as_bytes()) {
+            found.push(message.detach());
+        }
+    }
+    found
+}
+
+fn header(message: &rdkafka::message::OwnedMessage, name: &str) -> Option<String> {
+    use rdkafka::message::{Headers, Message};
+    message.headers().and_then(|headers| {
+        headers
+            .iter()
+            .find(|h| h.key == name)
+            .and_then(|h| h.value)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_commands_events_reach_their_topic_keyed_by_stream_in_order_with_the_requests_headers() {
+    let app = TestApp::spawn().await;
+    let store = app.state.store.clone();
+    let pipeline = Pipeline::start(&store);
+    app.given_product("SKU-KAFKA", 100, 10).await;
+    let alice = token("alice", Role::Customer);
+
+    // Given an order placed and then cancelled, each request with its own
+    // correlation id,
+    let send = |path: String, body: Value, correlation: &'static str| {
+        let request = app
+            .client
+            .post(format!("{}{path}", app.base))
+            .bearer_auth(&alice)
+            .header("x-correlation-id", correlation)
+            .json(&body);
+        async move { request.send().await.unwrap() }
+    };
+    let placed = send(
+        "/api/v1/orders".into(),
+        order_body("SKU-KAFKA", 2),
+        "kafka-place-1",
+    )
+    .await;
+    assert_eq!(placed.status(), 202);
+    let placed: Value = placed.json().await.unwrap();
+    let order_id = placed["order_id"].as_str().unwrap().to_owned();
+    let cancelled = send(
+        format!("/api/v1/orders/{order_id}/cancel"),
+        json!({}),
+        "kafka-cancel-1",
+    )
+    .await;
+    assert_eq!(cancelled.status(), 202);
+
+    // when the relay publishes them,
+    let stream_id = format!("order-{order_id}");
+    let topic = eventstore::relay::topic_for(&pipeline.prefix, "order");
+    let messages = messages_for(&topic, &stream_id, 2).await;
+
+    // then an independent consumer sees both on the order topic, keyed by
+    // the stream, in version order, with the headers of what the store holds.
+    let stored = app.audit_events().await;
+    let stored: Vec<&Value> = stored
+        .iter()
+        .filter(|e| e["stream_id"] == stream_id.as_str())
+        .collect();
+    assert_eq!(stored.len(), 2);
+    for ((message, event), (version, event_type, correlation)) in
+        messages.iter().zip(&stored).zip([
+            (1, "OrderPlaced", "kafka-place-1"),
+            (2, "OrderCancelled", "kafka-cancel-1"),
+        ])
+    {
+        use rdkafka::message::Message;
+        assert_eq!(message.topic(), topic);
+        assert_eq!(header(message, "event_type").as_deref(), Some(event_type));
+        assert_eq!(
+            header(message, "stream_version").as_deref(),
+            Some(version.to_string().as_str())
+        );
+        assert_eq!(
+            header(message, "global_position"),
+            Some(event["global_position"].to_string())
+        );
+        assert_eq!(
+            header(message, "event_id").as_deref(),
+            event["event_id"].as_str()
+        );
+        assert_eq!(header(message, "schema_version").as_deref(), Some("1"));
+        assert_eq!(
+            header(message, "correlation_id").as_deref(),
+            Some(correlation)
+        );
+        assert_eq!(
+            header(message, "causation_id").as_deref(),
+            event["metadata"]["causation_id"].as_str()
+        );
+        assert!(header(message, "causation_id").is_some());
+        let envelope: Value = serde_json::from_slice(message.payload().unwrap()).unwrap();
+        assert_eq!(envelope["event_id"], event["event_id"]);
+        assert_eq!(envelope["data"], event["data"]);
+        assert_eq!(envelope["version"], version);
+    }
+    drop(pipeline);
+}
