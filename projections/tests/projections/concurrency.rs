@@ -123,6 +123,28 @@ async fn deliver(
     tally
 }
 
+/// Awaits every applier and checks that each of the `consumed` events was
+/// applied exactly once, whoever applied it, and was a duplicate for every
+/// other applier.
+async fn applied_once(
+    tasks: Vec<tokio::task::JoinHandle<Tally>>,
+    consumed: usize,
+    projection: Projection,
+) {
+    let mut total = Tally::default();
+    for task in tasks {
+        let tally = task.await.unwrap();
+        total.applied += tally.applied;
+        total.duplicates += tally.duplicates;
+    }
+    assert_eq!(total.applied, consumed, "{projection}: events applied");
+    assert_eq!(
+        total.duplicates,
+        consumed * (TASKS - 1),
+        "{projection}: duplicates"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sixteen_appliers_delivering_the_same_history_leave_one_clean_fold() {
     let w = World::new().await;
@@ -151,19 +173,7 @@ async fn sixteen_appliers_delivering_the_same_history_leave_one_clean_fold() {
                 ))
             })
             .collect();
-        let mut total = Tally::default();
-        for task in tasks {
-            let tally = task.await.unwrap();
-            total.applied += tally.applied;
-            total.duplicates += tally.duplicates;
-        }
-        // Every event applied exactly once, whoever applied it.
-        assert_eq!(total.applied, consumed, "{projection}: events applied");
-        assert_eq!(
-            total.duplicates,
-            consumed * (TASKS - 1),
-            "{projection}: duplicates"
-        );
+        applied_once(tasks, consumed, projection).await;
         assert_same(
             &w.dump(projection, &schema).await,
             &w.dump(projection, &clean).await,
@@ -413,18 +423,7 @@ async fn sixteen_projectors_applying_the_same_batches_leave_one_clean_fold() {
                 ))
             })
             .collect();
-        let mut total = Tally::default();
-        for task in tasks {
-            let tally = task.await.unwrap();
-            total.applied += tally.applied;
-            total.duplicates += tally.duplicates;
-        }
-        assert_eq!(total.applied, consumed, "{projection}: events applied");
-        assert_eq!(
-            total.duplicates,
-            consumed * (TASKS - 1),
-            "{projection}: duplicates"
-        );
+        applied_once(tasks, consumed, projection).await;
         assert_same(
             &w.dump(projection, &schema).await,
             &w.dump(projection, &clean).await,
