@@ -485,9 +485,20 @@ fn envelope(message: &OwnedMessage) -> Result<RecordedEvent, Box<RecordedEvent>>
         .unwrap_or("")
         .to_owned();
     Err(Box::new(RecordedEvent {
+        // Without a usable `event_id` header, an id of the message's place
+        // in Kafka: the same for a redelivery (so it is recorded once),
+        // different for every other message (so none is lost).
         event_id: header("event_id")
             .and_then(|id| id.parse().ok())
-            .unwrap_or(Uuid::nil()),
+            .unwrap_or_else(|| {
+                let place = format!(
+                    "{}/{}/{}",
+                    message.topic(),
+                    message.partition(),
+                    message.offset()
+                );
+                Uuid::new_v5(&Uuid::NAMESPACE_OID, place.as_bytes())
+            }),
         stream_type: eventstore::stream_type(&stream_id).to_owned(),
         stream_id,
         version: header("stream_version")
@@ -504,4 +515,45 @@ fn envelope(message: &OwnedMessage) -> Result<RecordedEvent, Box<RecordedEvent>>
         hash: String::new(),
         tx_id: 0,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::envelope;
+    use rdkafka::message::{OwnedMessage, Timestamp};
+
+    fn garbage(partition: i32, offset: i64) -> OwnedMessage {
+        OwnedMessage::new(
+            Some(b"not json".to_vec()),
+            Some(b"order-1".to_vec()),
+            "fulcrum.order.events".into(),
+            Timestamp::NotAvailable,
+            partition,
+            offset,
+            None,
+        )
+    }
+
+    #[test]
+    fn a_message_that_is_no_envelope_gets_an_id_of_its_place_in_kafka() {
+        let Err(first) = envelope(&garbage(0, 7)) else {
+            panic!("garbage decoded as an envelope");
+        };
+        let Err(again) = envelope(&garbage(0, 7)) else {
+            panic!("garbage decoded as an envelope");
+        };
+        let Err(other) = envelope(&garbage(1, 7)) else {
+            panic!("garbage decoded as an envelope");
+        };
+        assert_eq!(
+            first.event_id, again.event_id,
+            "a redelivery is the same dead letter"
+        );
+        assert_ne!(
+            first.event_id, other.event_id,
+            "another message is another dead letter"
+        );
+        assert!(!first.event_id.is_nil());
+        assert_eq!(first.stream_id, "order-1");
+    }
 }
