@@ -172,6 +172,10 @@ impl<A: Aggregate> Executor<A> {
 
     /// Works through `stream_id`'s queue until it is empty, then retires the lane.
     async fn drive(self: Arc<Self>, stream_id: String) {
+        let _retire = RetireOnPanic {
+            executor: &self,
+            stream_id: &stream_id,
+        };
         loop {
             let batch = {
                 let Ok(mut lanes) = self.lanes.lock() else {
@@ -254,11 +258,15 @@ impl<A: Aggregate> Executor<A> {
     async fn run_keyed(&self, stream_id: &str, job: &Job<A>) -> Result<Outcome, CommandError> {
         for attempt in 0..self.config.max_tries {
             let assume_new = attempt == 0 && job.assume_new;
+            // Load before the transaction takes its connection: a load that
+            // misses the cache reads through the pool, and a command holding
+            // one connection while it waits for a second would let a burst of
+            // keyed commands on cold streams take every connection and wait
+            // on each other. The expected version, checked under the stream
+            // lock, catches a stream that moves in between.
+            let loaded = self.load(stream_id, assume_new).await?;
             let mut tx = self.store.pool().begin().await?;
-            match self
-                .keyed_attempt(&mut tx, stream_id, job, assume_new)
-                .await
-            {
+            match self.keyed_attempt(&mut tx, stream_id, job, loaded).await {
                 Ok(Keyed::Done(outcome, after)) => {
                     tx.commit().await?;
                     if let Some((before, after)) = after {
@@ -293,7 +301,7 @@ impl<A: Aggregate> Executor<A> {
         tx: &mut sqlx::PgConnection,
         stream_id: &str,
         job: &Job<A>,
-        assume_new: bool,
+        loaded: Arc<Loaded<A>>,
     ) -> Result<Keyed<A>, CommandError> {
         let Some(key) = &job.context.idempotency else {
             return Err(CommandError::Dropped);
@@ -303,7 +311,6 @@ impl<A: Aggregate> Executor<A> {
         if let Claim::Replay(stored) = idempotency::claim(tx, &key.key, &key.request_hash).await? {
             return replayed(stored).map(Keyed::Replayed);
         }
-        let loaded = self.load(stream_id, assume_new).await?;
         let state = loaded.state.clone();
         let events = state.decide(&job.command)?;
         let after_state = events.iter().fold(state, |s, e| s.evolve(e));
@@ -357,6 +364,33 @@ impl<A: Aggregate> Executor<A> {
     async fn remembered(&self, stream_id: &str, before: u64, after: Arc<Loaded<A>>) {
         self.repository.snapshot_if_due(stream_id, before, &after);
         self.repository.remember(stream_id, after).await;
+    }
+}
+
+/// Retires a stream's lane if its driver panics. Without it the lane would
+/// stay with no driver: the commands queued in it, and every later command
+/// to the stream, would wait forever. Dropping the lane drops their answer
+/// senders, so they fail with [`CommandError::Dropped`], and the next
+/// command to the stream starts a new driver.
+struct RetireOnPanic<'a, A: Aggregate> {
+    executor: &'a Executor<A>,
+    stream_id: &'a str,
+}
+
+impl<A: Aggregate> Drop for RetireOnPanic<'_, A> {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return; // the driver retired the lane itself, under the lock
+        }
+        let removed = match self.executor.lanes.lock() {
+            Ok(mut lanes) => lanes.remove(self.stream_id),
+            Err(poisoned) => poisoned.into_inner().remove(self.stream_id),
+        };
+        tracing::error!(
+            stream_id = self.stream_id,
+            dropped = removed.map_or(0, |lane| lane.queue.len()),
+            "a command driver panicked; its queued commands fail"
+        );
     }
 }
 

@@ -255,6 +255,37 @@ async fn concurrent_retries_under_one_key_from_two_processes_append_once() {
     assert_eq!(on_hand(&a).await, 7);
 }
 
+/// A keyed command loads its stream before its transaction takes a
+/// connection. Were it to load inside (one connection held, a second one
+/// wanted), three such commands on cold streams would hold the whole pool
+/// of three and wait on each other until the pool's acquire timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn keyed_commands_on_many_cold_streams_do_not_starve_a_small_pool() {
+    let db = TestDb::with_pool_size(3).await;
+    let handler = CommandHandler::new(db.store(), ExecutorConfig::default());
+
+    let tasks: Vec<_> = (0..30)
+        .map(|i| {
+            let handler = handler.clone();
+            tokio::spawn(async move {
+                let context = ctx().with_idempotency(format!("op:k-{i}"), vec![i]);
+                let command = InventoryCommand::ReceiveStock {
+                    sku: format!("SKU-{i}"),
+                    quantity: 1,
+                };
+                handler
+                    .inventory
+                    .execute(&format!("SKU-{i}"), command, context, Value::Null)
+                    .await
+            })
+        })
+        .collect();
+    for t in tasks {
+        let outcome = t.await.unwrap().unwrap();
+        assert_eq!((outcome.version, outcome.appended), (1, 1));
+    }
+}
+
 #[tokio::test]
 async fn loading_starts_from_the_latest_snapshot() {
     let db = TestDb::new().await;
