@@ -1,8 +1,9 @@
 //! Request extractors whose rejections speak problem+json: the JSON body,
-//! the correlation id, the idempotency key.
+//! the correlation id, the idempotency key; and a path parameter that never
+//! rejects.
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::extract::{FromRequest, FromRequestParts, Path, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::middleware::Next;
@@ -103,6 +104,27 @@ fn field_of(error: &serde_path_to_error::Error<serde_json::Error>) -> String {
         (_, false) => path,
         (Some(name), true) => name.to_owned(),
         (None, true) => "body".to_owned(),
+    }
+}
+
+/// The route's one path parameter (`{id}`, `{sku}`, `{name}`), decoded.
+///
+/// It never rejects, so a handler checks the caller's role before anything
+/// about the path: a segment that does not decode to UTF-8 (`%FF`) becomes
+/// U+FFFD, the replacement character. No id, SKU, stream or projection name
+/// holds that, so the handler's lookup answers its usual problem+json 404
+/// instead of axum's plain-text 400.
+#[derive(Debug, Clone)]
+pub struct Segment(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for Segment {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let value = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_or_else(|_| char::REPLACEMENT_CHARACTER.to_string(), |Path(v)| v);
+        Ok(Segment(value))
     }
 }
 

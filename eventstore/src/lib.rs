@@ -34,7 +34,7 @@ pub use model::{
     AppendResult, Checkpoint, ExpectedVersion, NewEvent, ParseCheckpointError, RecordedEvent,
     Snapshot,
 };
-pub use read::{checkpoint_at, head_position, read_all, read_stream};
+pub use read::{checkpoint_at_or_before, head_position, read_all, read_stream};
 pub use relay::{Relay, RelayConfig, RelayError};
 pub use snapshot::{load_snapshot, save_snapshot};
 pub use store::{EventStore, NOTIFY_CHANNEL};

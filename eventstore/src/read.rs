@@ -58,24 +58,33 @@ pub async fn read_all<'e>(
     rows.iter().map(decode).collect()
 }
 
-/// The checkpoint of the event at global position `position`, for readers
-/// that are handed a plain position (e.g. an audit cursor). `None` when no
-/// event has that position.
-pub async fn checkpoint_at<'e>(
+/// Where a reader handed a plain global position `position` goes on from:
+/// the checkpoint of the event at that position, or when none has it (a
+/// position a rolled-back transaction took, or one beyond the head) of the
+/// last event before it; the start when there is none.
+///
+/// Reading on from there returns every event the global order puts after
+/// that event. The global order is (transaction, position): where two
+/// transactions committed out of position order, an event with a higher
+/// position can come before that event (it was on an earlier page) and one
+/// with a lower position after it. Paging by checkpoint has no such seams.
+pub async fn checkpoint_at_or_before<'e>(
     db: impl PgExecutor<'e>,
     position: i64,
-) -> Result<Option<Checkpoint>, StoreError> {
-    let row = sqlx::query("SELECT tx_id, position FROM events WHERE position = $1")
-        .bind(position)
-        .fetch_optional(db)
-        .await?;
-    row.map(|r| {
-        Ok(Checkpoint {
+) -> Result<Checkpoint, StoreError> {
+    let row = sqlx::query(
+        "SELECT tx_id, position FROM events WHERE position <= $1 ORDER BY position DESC LIMIT 1",
+    )
+    .bind(position)
+    .fetch_optional(db)
+    .await?;
+    match row {
+        Some(r) => Ok(Checkpoint {
             tx_id: r.try_get("tx_id")?,
             position: r.try_get("position")?,
-        })
-    })
-    .transpose()
+        }),
+        None => Ok(Checkpoint::START),
+    }
 }
 
 /// The highest global position stored (0 when empty).

@@ -298,6 +298,31 @@ async fn every_error_class_is_problem_json_and_appends_nothing() {
         404,
     )
     .await;
+    // A path segment that does not decode to UTF-8 names nothing: 404 as
+    // problem+json (not axum's plain-text 400), after the role check.
+    problem(
+        app.post("/api/v1/orders/%FF/ship", Some(&alice), &ship)
+            .await,
+        403,
+    )
+    .await;
+    let admin = token("root", Role::Admin);
+    for (path, body) in [
+        ("/api/v1/orders/%FF/cancel", json!({})),
+        ("/api/v1/orders/%FF/ship", ship.clone()),
+        ("/api/v1/orders/%FF/deliver", json!({})),
+        ("/api/v1/inventory/%FF/receipts", json!({"quantity": 1})),
+        ("/api/v1/admin/projections/%FF/rebuild", json!({})),
+    ] {
+        problem(app.post(path, Some(&admin), &body).await, 404).await;
+    }
+    for path in [
+        "/api/v1/orders/%FF",
+        "/api/v1/inventory/%FF",
+        "/api/v1/audit/streams/%FF/events",
+    ] {
+        problem(app.get(path, Some(&admin)).await, 404).await;
+    }
     problem(
         app.post(
             "/api/v1/inventory/NOPE/receipts",

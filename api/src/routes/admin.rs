@@ -1,6 +1,6 @@
 //! Admin routes for projections: their status, and rebuilds.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use projections::{Projection, Rebuild, RebuildError};
@@ -8,6 +8,7 @@ use serde_json::{json, Value};
 
 use crate::auth::{Caller, Role};
 use crate::error::ApiError;
+use crate::extract::Segment;
 use crate::startup::AppState;
 
 /// `GET /api/v1/admin/projections` (operator, admin): every projection's
@@ -33,7 +34,7 @@ pub async fn projections(
 pub async fn rebuild(
     State(state): State<AppState>,
     caller: Caller,
-    Path(name): Path<String>,
+    Segment(name): Segment,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     caller.require(&[Role::Admin])?;
     let projection = Projection::parse(&name)

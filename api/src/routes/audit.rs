@@ -1,14 +1,16 @@
 //! Audit reads (operator, admin): a stream's full history, and every event
 //! in gap-free global order with cursor paging.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::Json;
 use eventstore::Checkpoint;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::auth::{Caller, Role};
 use crate::error::ApiError;
+use crate::extract::Segment;
+use crate::routes::queries::{parse_limit, Params};
 use crate::startup::AppState;
 
 /// Page size when `limit` is not given.
@@ -22,7 +24,7 @@ pub const MAX_LIMIT: i64 = 500;
 pub async fn stream_events(
     State(state): State<AppState>,
     caller: Caller,
-    Path(stream_id): Path<String>,
+    Segment(stream_id): Segment,
 ) -> Result<Json<Value>, ApiError> {
     caller.require(&[Role::Operator, Role::Admin])?;
     let mut events = Vec::new();
@@ -44,16 +46,6 @@ pub async fn stream_events(
     Ok(Json(json!({"stream_id": stream_id, "events": events})))
 }
 
-/// Query of `GET /api/v1/audit/events`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EventsQuery {
-    /// A `next_cursor` from an earlier page, or a global position.
-    after: Option<String>,
-    /// Page size, 1 to 500 (default 50).
-    limit: Option<i64>,
-}
-
 /// One page of events.
 #[derive(Debug, Serialize)]
 pub struct Page {
@@ -62,25 +54,30 @@ pub struct Page {
 }
 
 /// `GET /api/v1/audit/events?after=&limit=`: events in gap-free global order.
-/// `next_cursor` is null on the last page.
-#[tracing::instrument(skip(state, caller))]
+/// `after` is a `next_cursor` of an earlier page or a global position; an
+/// empty value counts as absent, like every query parameter. `next_cursor`
+/// is null on the last page.
+#[tracing::instrument(skip_all)]
 pub async fn events(
     State(state): State<AppState>,
     caller: Caller,
-    query: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
+    params: Params,
 ) -> Result<Json<Page>, ApiError> {
     caller.require(&[Role::Operator, Role::Admin])?;
-    let Query(query) = query.map_err(|e| ApiError::invalid("query", e.body_text()))?;
-    let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
-    if !(1..=MAX_LIMIT).contains(&limit) {
-        return Err(ApiError::invalid(
-            "limit",
-            format!("must be 1 to {MAX_LIMIT}"),
-        ));
-    }
-    let after = match query.after.as_deref() {
-        None | Some("") => Checkpoint::START,
-        Some(cursor) => resolve_cursor(&state, cursor).await?,
+    let mut query = params.check_exact(&["after", "limit"]);
+    let after = query.get("after", parse_after);
+    let limit = query
+        .get("limit", |v| parse_limit(v, MAX_LIMIT))
+        .unwrap_or(DEFAULT_LIMIT);
+    query.finish()?;
+    let after = match after {
+        None => Checkpoint::START,
+        Some(After::Cursor(checkpoint)) => checkpoint,
+        Some(After::Position(position)) => {
+            eventstore::checkpoint_at_or_before(state.store.pool(), position)
+                .await
+                .map_err(anyhow::Error::from)?
+        }
     };
     // One more than asked tells whether a next page exists.
     let mut items = state
@@ -96,24 +93,22 @@ pub async fn events(
     Ok(Json(Page { items, next_cursor }))
 }
 
-/// A cursor is a checkpoint (`<tx>.<position>`) or a plain global position
-/// of a stored event.
-async fn resolve_cursor(state: &AppState, cursor: &str) -> Result<Checkpoint, ApiError> {
-    if let Ok(checkpoint) = cursor.parse::<Checkpoint>() {
-        return Ok(checkpoint);
+/// Where an audit page starts.
+enum After {
+    /// A `next_cursor` (`<tx>.<position>`).
+    Cursor(Checkpoint),
+    /// A plain global position.
+    Position(i64),
+}
+
+fn parse_after(value: &str) -> Result<After, String> {
+    if let Ok(checkpoint) = value.parse::<Checkpoint>() {
+        return Ok(After::Cursor(checkpoint));
     }
-    let invalid = || {
-        ApiError::invalid(
-            "after",
-            "must be a next_cursor or the global position of an event",
-        )
-    };
-    let position: i64 = cursor.parse().map_err(|_| invalid())?;
-    if position == 0 {
-        return Ok(Checkpoint::START);
-    }
-    eventstore::checkpoint_at(state.store.pool(), position)
-        .await
-        .map_err(anyhow::Error::from)?
-        .ok_or_else(invalid)
+    value
+        .parse::<i64>()
+        .ok()
+        .filter(|p| *p >= 0)
+        .map(After::Position)
+        .ok_or_else(|| "must be a next_cursor or a global position (0 or more)".to_owned())
 }

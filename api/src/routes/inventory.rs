@@ -1,6 +1,6 @@
 //! `POST /api/v1/inventory/{sku}/receipts`: receive stock (operator).
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use domain::inventory::InventoryCommand;
@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use super::write::{answer, context};
 use crate::auth::{Caller, Role};
 use crate::error::ApiError;
-use crate::extract::{ApiJson, CorrelationId, IdempotencyKey};
+use crate::extract::{ApiJson, CorrelationId, IdempotencyKey, Segment};
 use crate::startup::AppState;
 
 /// The body of a stock receipt.
@@ -27,7 +27,7 @@ pub struct Receipt {
 pub async fn receive(
     State(state): State<AppState>,
     caller: Caller,
-    Path(sku): Path<String>,
+    Segment(sku): Segment,
     correlation: CorrelationId,
     key: Result<IdempotencyKey, ApiError>,
     body: Result<ApiJson<Receipt>, ApiError>,

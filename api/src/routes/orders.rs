@@ -1,7 +1,7 @@
 //! Order commands: place (customer), cancel (owner or staff), ship and
 //! deliver (operator).
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use commands::{OrderRequest, RequestedLine};
@@ -14,7 +14,7 @@ use uuid::Uuid;
 use super::write::{answer, context};
 use crate::auth::{Caller, Role};
 use crate::error::ApiError;
-use crate::extract::{ApiJson, CorrelationId, IdempotencyKey, OptionalApiJson};
+use crate::extract::{ApiJson, CorrelationId, IdempotencyKey, OptionalApiJson, Segment};
 use crate::startup::AppState;
 
 /// The body of `POST /api/v1/orders`.
@@ -98,7 +98,7 @@ pub async fn place(
 pub async fn cancel(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    Segment(id): Segment,
     correlation: CorrelationId,
     key: Result<IdempotencyKey, ApiError>,
     body: Result<OptionalApiJson<Cancel>, ApiError>,
@@ -137,7 +137,7 @@ pub async fn cancel(
 pub async fn ship(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    Segment(id): Segment,
     correlation: CorrelationId,
     key: Result<IdempotencyKey, ApiError>,
     body: Result<ApiJson<Ship>, ApiError>,
@@ -161,7 +161,7 @@ pub async fn ship(
 pub async fn deliver(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    Segment(id): Segment,
     correlation: CorrelationId,
     key: Result<IdempotencyKey, ApiError>,
     body: Result<OptionalApiJson<Deliver>, ApiError>,

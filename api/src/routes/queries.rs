@@ -26,7 +26,7 @@ use crate::startup::AppState;
 
 pub use catalog::{products, stock};
 pub use orders::{order, orders};
-pub use params::{Checked, Params, MIN_POSITION};
+pub use params::{parse_limit, Checked, Params, MIN_POSITION};
 pub use sales::sales;
 
 /// The longest a query waits for its read model to reach `min_position`

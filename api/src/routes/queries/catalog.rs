@@ -1,8 +1,7 @@
 //! `GET /api/v1/products` and `GET /api/v1/inventory/{sku}`: the catalogue
 //! and stock levels, for any role.
 
-use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use projections::read::{self, ProductView, StockView};
 use projections::Projection;
 
@@ -10,6 +9,7 @@ use super::params::Params;
 use super::{internal, Items, Positioned, ReadModel, ANY_ROLE};
 use crate::auth::Caller;
 use crate::error::ApiError;
+use crate::extract::Segment;
 use crate::startup::AppState;
 
 /// `GET /api/v1/products`: every product, by SKU.
@@ -34,12 +34,11 @@ pub async fn products(
 pub async fn stock(
     State(state): State<AppState>,
     caller: Caller,
-    sku: Result<Path<String>, PathRejection>,
+    Segment(sku): Segment,
     params: Params,
 ) -> Result<Positioned<StockView>, ApiError> {
     caller.require(ANY_ROLE)?;
     let min_position = params.check(&[]).finish()?;
-    let sku = sku.map(|Path(sku)| sku).unwrap_or_default();
     let not_found = || ApiError::NotFound(format!("no stock record for {sku}"));
     if domain::validate_sku(&sku).is_err() {
         return Err(not_found());

@@ -1,8 +1,7 @@
 //! `GET /api/v1/orders/{id}` and `GET /api/v1/orders`: a customer reads
 //! their own orders, staff read all.
 
-use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use projections::read::{self, OrderFilter, OrderPage, OrderView};
 use projections::Projection;
 use uuid::Uuid;
@@ -11,6 +10,7 @@ use super::params::{parse_limit, Params};
 use super::{internal, Positioned, ReadModel, ANY_ROLE};
 use crate::auth::Caller;
 use crate::error::ApiError;
+use crate::extract::Segment;
 use crate::routes::audit::{DEFAULT_LIMIT, MAX_LIMIT};
 use crate::startup::AppState;
 
@@ -21,12 +21,11 @@ use crate::startup::AppState;
 pub async fn order(
     State(state): State<AppState>,
     caller: Caller,
-    id: Result<Path<String>, PathRejection>,
+    Segment(id): Segment,
     params: Params,
 ) -> Result<Positioned<OrderView>, ApiError> {
     caller.require(ANY_ROLE)?;
     let min_position = params.check(&[]).finish()?;
-    let id = id.map(|Path(id)| id).unwrap_or_default();
     let not_found = || ApiError::NotFound(format!("no order {id}"));
     let order_id = Uuid::parse_str(&id).map_err(|_| not_found())?;
     let model = ReadModel::ready(&state, Projection::Orders, min_position).await?;

@@ -43,11 +43,25 @@ impl Params {
     /// [`MIN_POSITION`], which every query takes): records each unknown or
     /// repeated parameter, and parses `min_position`.
     pub fn check(&self, allowed: &[&str]) -> Checked<'_> {
+        let mut checked = self.check_only(allowed, true);
+        checked.min_position = checked.get(MIN_POSITION, parse_min_position);
+        checked
+    }
+
+    /// Like [`Params::check`], for a route that reads no read model and so
+    /// takes only `allowed` (`min_position` is unknown to it).
+    pub fn check_exact(&self, allowed: &[&str]) -> Checked<'_> {
+        self.check_only(allowed, false)
+    }
+
+    fn check_only(&self, allowed: &[&str], with_min_position: bool) -> Checked<'_> {
+        let mut takes: Vec<&str> = allowed.to_vec();
+        if with_min_position {
+            takes.push(MIN_POSITION);
+        }
         let mut errors = Vec::new();
         for (i, (name, _)) in self.0.iter().enumerate() {
-            if name != MIN_POSITION && !allowed.contains(&name.as_str()) {
-                let mut takes: Vec<&str> = allowed.to_vec();
-                takes.push(MIN_POSITION);
+            if !takes.contains(&name.as_str()) {
                 errors.push(field_error(
                     name,
                     format!(
@@ -59,13 +73,11 @@ impl Params {
                 errors.push(field_error(name, "given more than once"));
             }
         }
-        let mut checked = Checked {
+        Checked {
             params: self,
             errors,
             min_position: None,
-        };
-        checked.min_position = checked.get(MIN_POSITION, parse_min_position);
-        checked
+        }
     }
 }
 
