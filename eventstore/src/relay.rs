@@ -22,6 +22,19 @@
 //! acknowledged after the failed one, or whose acknowledgement was lost:
 //! consumers deduplicate by (stream id, version).
 //!
+//! ## Why the producer never times a message out itself
+//! librdkafka's own message timeout (`message.timeout.ms`) can leave a gap
+//! even in an idempotent producer's log: when messages 2 and 3 of a
+//! partition expire, it resets its sequence numbers, and 4 and 5 may still
+//! be written, so a stream's v4 would reach Kafka before the re-sent v2.
+//! So the producer retries without end (`message.timeout.ms=0`) and the
+//! relay keeps the deadline ([`RelayConfig::message_timeout`]) itself: when
+//! a batch is not acknowledged in time it purges the producer's queue and
+//! in-flight requests. The broker writes a partition's requests only in
+//! sequence order, so what reached Kafka of the batch is a prefix of it in
+//! every partition, and the re-send follows that prefix: duplicates, never
+//! a later version before an earlier one.
+//!
 //! ## The message
 //! - key: the stream id;
 //! - value: the JSON envelope, [`RecordedEvent`] serialized: `event_id`,
@@ -53,7 +66,7 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer, PurgeConfig};
 use serde_json::Value;
 
 use crate::model::{Checkpoint, RecordedEvent};
@@ -123,9 +136,10 @@ pub struct RelayConfig {
     /// Most events sent per batch before acknowledgements are awaited and
     /// the checkpoint is saved (default 500).
     pub batch_size: usize,
-    /// How long the producer tries to deliver one message before reporting
-    /// an error, which the relay then retries (`message.timeout.ms`,
-    /// default 30 s). Also bounds admin requests.
+    /// How long the relay waits for a batch's acknowledgements before it
+    /// purges the producer and sends the unacknowledged rest again (default
+    /// 30 s; the producer itself never times a message out, see the
+    /// [module documentation](self)). Also bounds admin requests.
     pub message_timeout: Duration,
     /// How long the producer waits to fill a request (`linger.ms`, default 5 ms).
     pub linger: Duration,
@@ -627,8 +641,18 @@ impl Relay {
             }
         }
         let sent = deliveries.len();
-        let mut results: Vec<Result<(), KafkaError>> = futures::future::join_all(deliveries)
-            .await
+        let mut acks = futures::future::join_all(deliveries);
+        let acks = match tokio::time::timeout(self.config.message_timeout, &mut acks).await {
+            Ok(acks) => acks,
+            Err(_late) => {
+                // Fail what is not acknowledged yet, in queue and on the
+                // wire; its delivery reports then finish the wait.
+                self.producer
+                    .purge(PurgeConfig::default().queue().inflight());
+                acks.await
+            }
+        };
+        let mut results: Vec<Result<(), KafkaError>> = acks
             .into_iter()
             .map(|delivery| match delivery {
                 Ok(Ok(_)) => Ok(()),
@@ -755,10 +779,8 @@ fn producer(config: &RelayConfig) -> Result<FutureProducer, RelayError> {
         .set("enable.idempotence", "true")
         .set("acks", "all")
         .set("linger.ms", config.linger.as_millis().to_string())
-        .set(
-            "message.timeout.ms",
-            config.message_timeout.as_millis().max(1).to_string(),
-        );
+        // The relay keeps the deadline; see the module documentation.
+        .set("message.timeout.ms", "0");
     for (key, value) in &config.producer_properties {
         client.set(key, value);
     }
