@@ -23,18 +23,28 @@ pub struct Verification {
 /// Recomputes the hash chain of `stream_id` from its first event and names
 /// the first version that does not match: an altered field, a missing
 /// version, or a stream head that disagrees with its last event.
+///
+/// The events and the head are read in one snapshot, so an append that
+/// commits while a stream is verified is either wholly seen or not at all
+/// (read apart, a head one version ahead of the events looks like a removed
+/// event).
 #[tracing::instrument(skip(pool))]
 pub async fn verify_stream(pool: &PgPool, stream_id: &str) -> Result<Verification, StoreError> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        .execute(&mut *tx)
+        .await?;
     let rows = sqlx::query(&format!(
         "SELECT {COLUMNS} FROM events WHERE stream_id = $1 ORDER BY version"
     ))
     .bind(stream_id)
-    .fetch_all(pool)
+    .fetch_all(&mut *tx)
     .await?;
     let head = sqlx::query("SELECT version, last_hash FROM streams WHERE stream_id = $1")
         .bind(stream_id)
-        .fetch_optional(pool)
+        .fetch_optional(&mut *tx)
         .await?;
+    tx.commit().await?;
 
     let mut previous = hash::GENESIS.to_vec();
     let mut first_invalid = None;
