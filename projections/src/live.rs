@@ -21,7 +21,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use chrono::NaiveDate;
-use eventstore::{EventStore, RecordedEvent};
+use eventstore::RecordedEvent;
 use sqlx::PgConnection;
 
 use crate::event::{decode, inconsistent, At, Decoded};
@@ -60,6 +60,12 @@ pub struct LiveBatch {
     rows: BTreeMap<String, (Option<Row>, bool)>,
     /// Changes to the sales per day, summed per (day, currency).
     days: BTreeMap<(NaiveDate, String), (i64, i64)>,
+    /// The stored figures of each day in `days` when the batch first
+    /// touched it, so that a change that would overflow them is refused.
+    days_stored: HashMap<(NaiveDate, String), (i64, i64)>,
+    /// The change to a day that [`LiveBatch::plan`] found for the event
+    /// being applied, added to `days` once checked.
+    day_change: Option<sales::DayDelta>,
 }
 
 impl LiveBatch {
@@ -100,17 +106,18 @@ impl LiveBatch {
             positions,
             rows: BTreeMap::new(),
             days: BTreeMap::new(),
+            days_stored: HashMap::new(),
+            day_change: None,
         })
     }
 
     /// Applies `event` in memory, with [`crate::apply`]'s answers. When the
     /// read model lacks earlier versions of the stream (the broker lost
-    /// them, or the group started past them), they are read from `store`
-    /// and applied first: the store, not Kafka, is the truth.
+    /// them, or the group started past them), they are read from the event
+    /// store and applied first: the store, not Kafka, is the truth.
     pub async fn apply(
         &mut self,
         conn: &mut PgConnection,
-        store: &EventStore,
         event: &RecordedEvent,
     ) -> Result<Applied, ProjectionError> {
         if !self.projection.consumes(&event.stream_type) {
@@ -121,13 +128,16 @@ impl LiveBatch {
             Step::Apply => {}
             Step::Gap { expected } => {
                 let missing = event.version - expected;
-                let earlier = store
-                    .read_stream(
-                        &event.stream_id,
-                        expected,
-                        i64::try_from(missing).unwrap_or(i64::MAX),
-                    )
-                    .await?;
+                // Through the batch's own connection: waiting for a second
+                // one from the pool while this transaction holds its locks
+                // could stall every projector once the pool runs dry.
+                let earlier = eventstore::read_stream(
+                    &mut *conn,
+                    &event.stream_id,
+                    expected,
+                    i64::try_from(missing).unwrap_or(i64::MAX),
+                )
+                .await?;
                 tracing::warn!(stream_id = %event.stream_id, expected, version = event.version, "filling a gap from the event store");
                 for earlier in &earlier {
                     self.apply_next(conn, earlier).await?;
@@ -252,6 +262,11 @@ impl LiveBatch {
         let (row, changed) = self
             .plan(row, decoded, &at)
             .map_err(|message| inconsistent(event, message))?;
+        if let Some(change) = self.day_change.take() {
+            self.add_to_day(conn, change)
+                .await?
+                .map_err(|message| inconsistent(event, message))?;
+        }
         let entry = self
             .rows
             .entry(event.stream_id.clone())
@@ -259,6 +274,48 @@ impl LiveBatch {
         *entry = (row, entry.1 || changed);
         self.advance(event);
         Ok(())
+    }
+
+    /// Adds `change` to its day's figures in this batch, or says why not:
+    /// the day's orders or revenue, stored plus changed, would not fit in an
+    /// i64 (as the table stores them). Refused, the event is dead-lettered
+    /// like any event the model cannot take, instead of the batch failing
+    /// in the database on every retry.
+    async fn add_to_day(
+        &mut self,
+        conn: &mut PgConnection,
+        change: sales::DayDelta,
+    ) -> Result<Result<(), String>, ProjectionError> {
+        let key = (change.day, change.currency);
+        if !self.days_stored.contains_key(&key) {
+            let stored: Option<(i64, i64)> = sqlx::query_as(&format!(
+                "SELECT orders, revenue FROM {}.sales_days WHERE day = $1 AND currency = $2",
+                self.q
+            ))
+            .bind(key.0)
+            .bind(&key.1)
+            .fetch_optional(&mut *conn)
+            .await?;
+            self.days_stored
+                .insert(key.clone(), stored.unwrap_or_default());
+        }
+        let stored = self.days_stored.get(&key).copied().unwrap_or_default();
+        let batch = self.days.get(&key).copied().unwrap_or_default();
+        let sum = batch
+            .0
+            .checked_add(change.orders)
+            .zip(batch.1.checked_add(change.revenue))
+            .filter(|(orders, revenue)| {
+                stored.0.checked_add(*orders).is_some() && stored.1.checked_add(*revenue).is_some()
+            });
+        let Some(sum) = sum else {
+            return Ok(Err(format!(
+                "the sales of {} in {} would overflow",
+                key.0, key.1
+            )));
+        };
+        self.days.insert(key, sum);
+        Ok(Ok(()))
     }
 
     /// The row `event`'s stream feeds, as it stands in this batch.
@@ -323,11 +380,7 @@ impl LiveBatch {
                     _ => None,
                 });
                 let (after, delta) = sales::apply_sale(before.clone(), &e, at)?;
-                if let Some(delta) = delta {
-                    let day = self.days.entry((delta.day, delta.currency)).or_default();
-                    day.0 += delta.orders;
-                    day.1 += delta.revenue;
-                }
+                self.day_change = delta;
                 let changed = before.as_ref() != Some(&after);
                 Ok((Some(Row::Sale(after)), changed))
             }

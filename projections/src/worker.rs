@@ -415,7 +415,7 @@ async fn apply_batch(
                 continue;
             }
         };
-        match live.apply(&mut tx, store, event).await {
+        match live.apply(&mut tx, event).await {
             Ok(Applied::Applied) => {
                 applied += 1;
                 recorded.push(event.recorded_at);

@@ -348,7 +348,6 @@ fn retryable(error: &ProjectionError) -> bool {
 /// lost a race; answers the tally of the committed batches.
 async fn deliver_batches(
     pool: PgPool,
-    store: eventstore::EventStore,
     projection: Projection,
     schema: String,
     events: Arc<Vec<RecordedEvent>>,
@@ -368,7 +367,7 @@ async fn deliver_batches(
             let mut live = LiveBatch::begin(&mut tx, projection, &schema, ids).await?;
             let mut answers = Tally::default();
             for event in batch {
-                match live.apply(&mut tx, &store, event).await? {
+                match live.apply(&mut tx, event).await? {
                     Applied::Applied => answers.applied += 1,
                     Applied::Duplicate => answers.duplicates += 1,
                     Applied::Ignored => {}
@@ -414,7 +413,6 @@ async fn sixteen_projectors_applying_the_same_batches_leave_one_clean_fold() {
             .map(|i| {
                 tokio::spawn(deliver_batches(
                     pool.clone(),
-                    w.store.clone(),
                     projection,
                     schema.clone(),
                     events.clone(),
@@ -430,4 +428,88 @@ async fn sixteen_projectors_applying_the_same_batches_leave_one_clean_fold() {
             projection.name(),
         );
     }
+}
+
+/// A day's revenue that would overflow is refused for the event that
+/// overflows it (the projector dead-letters it) and changes nothing, within
+/// one batch and across batches; it neither wraps nor fails the batch in
+/// the database on every retry.
+#[tokio::test]
+async fn a_sale_that_would_overflow_its_days_revenue_is_refused_and_changes_nothing() {
+    let w = World::new().await;
+    let huge = i64::MAX / 2 + 1;
+    w.define("BIG", huge, "EUR").await;
+    w.receive("BIG", 10).await;
+    let mut confirms = Vec::new();
+    for customer in ["a", "b", "c"] {
+        let order = w.place(customer, &["BIG"], 1).await;
+        w.confirm(order).await;
+        confirms.push(order);
+    }
+    let events = w.events().await;
+    let schema = "sales_overflow";
+    w.create_schema(Projection::Sales, schema).await;
+    let confirmed_of = |order: Uuid| {
+        events
+            .iter()
+            .position(|e| {
+                e.stream_id == format!("order-{order}") && e.event_type == "OrderConfirmed"
+            })
+            .unwrap()
+    };
+    // In three batches (up to the first confirmation; up to the second,
+    // which overflows the stored day; the rest, in which the third does
+    // too), and all in one batch, where the second overflows the batch's
+    // own sum.
+    let three = vec![
+        0,
+        confirmed_of(confirms[0]) + 1,
+        confirmed_of(confirms[1]) + 1,
+        events.len(),
+    ];
+    for (schema, cuts) in [("sales_three", three), ("sales_one", vec![0, events.len()])] {
+        w.create_schema(Projection::Sales, schema).await;
+        let refused = apply_in_batches(&w, schema, &events, &cuts).await;
+        let expected: Vec<String> = confirms[1..].iter().map(|o| format!("order-{o}")).collect();
+        assert_eq!(refused, expected, "{schema}");
+        let days = w.rows(schema, "sales_days").await;
+        assert_eq!(days.len(), 1, "{schema}: {days:?}");
+        assert_eq!(days[0]["orders"], 1, "{schema}");
+        assert_eq!(days[0]["revenue"], huge, "{schema}");
+    }
+}
+
+/// Applies `events[cuts[i]..cuts[i + 1]]` as one batch each, skipping
+/// refused events as a projector in skip mode does; the refused streams.
+async fn apply_in_batches(
+    w: &World,
+    schema: &str,
+    events: &[RecordedEvent],
+    cuts: &[usize],
+) -> Vec<String> {
+    let mut refused = Vec::new();
+    for window in cuts.windows(2) {
+        let mut tx = w.db.pool.begin().await.unwrap();
+        let batch = &events[window[0]..window[1]];
+        let ids = batch.iter().map(|e| e.stream_id.as_str());
+        let mut live = LiveBatch::begin(&mut tx, Projection::Sales, schema, ids)
+            .await
+            .unwrap();
+        for event in batch {
+            match live.apply(&mut tx, event).await {
+                Ok(_) => {}
+                Err(ProjectionError::Inconsistent {
+                    stream_id, message, ..
+                }) => {
+                    assert!(message.contains("overflow"), "{message}");
+                    refused.push(stream_id);
+                    live.skip(event);
+                }
+                Err(other) => panic!("{other}"),
+            }
+        }
+        live.finish(&mut tx).await.unwrap();
+        tx.commit().await.unwrap();
+    }
+    refused
 }
