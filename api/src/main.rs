@@ -7,6 +7,7 @@ use std::time::Duration;
 use api::auth::{mint_hs256, parse_ttl, JwtConfig, Role};
 use api::{Application, DatabaseConfig, ServeConfig};
 use clap::{Parser, Subcommand};
+use projections::status::OnError;
 use projections::{Progress, Projection, Rebuild};
 
 #[derive(Debug, Parser)]
@@ -38,6 +39,11 @@ struct RebuildArgs {
     /// Database settings.
     #[command(flatten)]
     database: DatabaseConfig,
+    /// What the rebuild does with an event it cannot apply: halt (fail, and
+    /// keep the live tables) or skip (pass over what the projectors
+    /// dead-lettered and skipped). Set it as the projectors have it.
+    #[arg(long, env = "FULCRUM_PROJECTION_ON_ERROR", default_value = "halt")]
+    projection_on_error: OnError,
 }
 
 fn parse_projection(s: &str) -> Result<Projection, String> {
@@ -101,7 +107,9 @@ async fn main() -> anyhow::Result<()> {
 /// Runs a rebuild in this process, drawing a progress bar on stderr.
 async fn rebuild(args: RebuildArgs) -> anyhow::Result<()> {
     let store = api::startup::connect_and_migrate(&args.database).await?;
-    let rebuild = Rebuild::start(&store, args.projection).await?;
+    let rebuild = Rebuild::start(&store, args.projection)
+        .await?
+        .on_error(args.projection_on_error);
     eprintln!("rebuilding the {} projection", args.projection);
     let report = rebuild.run(draw_progress).await?;
     eprintln!();

@@ -11,6 +11,7 @@ use commands::{CommandHandler, ExecutorConfig};
 use eventstore::EventStore;
 use std::future::Future;
 
+use projections::status::OnError;
 use projections::worker::ProjectorProbe;
 use projections::Projection;
 use tokio::net::TcpListener;
@@ -30,6 +31,9 @@ pub struct AppState {
     pub commands: CommandHandler,
     /// Verifies bearer tokens.
     pub auth: Arc<Authenticator>,
+    /// What a rebuild does with an event it cannot apply: as the
+    /// projectors do (`FULCRUM_PROJECTION_ON_ERROR`).
+    pub projection_on_error: OnError,
 }
 
 impl FromRef<AppState> for Arc<Authenticator> {
@@ -97,6 +101,7 @@ impl Application {
                 commands: CommandHandler::new(store.clone(), executor),
                 store,
                 auth: Arc::new(auth),
+                projection_on_error: config.kafka.projection_on_error,
             };
             Self::with_state(state, config.addr).await?
         } else {

@@ -4,6 +4,7 @@
 use eventstore::{Checkpoint, EventStore, RecordedEvent};
 use sqlx::PgConnection;
 
+use crate::build::Skipped;
 use crate::event::{decode, inconsistent, At, Decoded};
 use crate::position::{advance, classify, stored_version, Step};
 use crate::{catalog, inventory, orders, sales, schema, Projection, ProjectionError};
@@ -191,12 +192,24 @@ async fn plan(
 /// model that is partly current is safe. A gap (`from` lies past events the
 /// read model lacks) is [`ProjectionError::Gap`]; a decode or row error ends
 /// the catch-up with that error and rolls back the batch it occurred in.
-#[tracing::instrument(skip(store))]
 pub async fn catch_up(
     store: &EventStore,
     projection: Projection,
     schema: &str,
     from: Checkpoint,
+) -> Result<Checkpoint, ProjectionError> {
+    catch_up_skipping(store, projection, schema, from, &Skipped::default()).await
+}
+
+/// Like [`catch_up`], passing over the events in `skipped` with [`skip`]
+/// as the live projection did (see [`Skipped`]).
+#[tracing::instrument(skip(store, skipped))]
+pub async fn catch_up_skipping(
+    store: &EventStore,
+    projection: Projection,
+    schema: &str,
+    from: Checkpoint,
+    skipped: &Skipped,
 ) -> Result<Checkpoint, ProjectionError> {
     schema::quoted(schema)?;
     let mut checkpoint = from;
@@ -213,7 +226,12 @@ pub async fn catch_up(
         if !relevant.is_empty() {
             let mut tx = store.pool().begin().await?;
             for event in relevant {
-                match apply(&mut tx, projection, schema, event).await? {
+                let applied = if skipped.contains(event) {
+                    skip(&mut tx, projection, schema, event).await?
+                } else {
+                    apply(&mut tx, projection, schema, event).await?
+                };
+                match applied {
                     Applied::Gap { expected } => {
                         return Err(ProjectionError::Gap {
                             stream_id: event.stream_id.clone(),

@@ -1,7 +1,7 @@
 //! The bulk path for rebuilds: read the store in gap-free global order, fold
 //! in memory with the same row logic as the live path, write set-based.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use eventstore::{Checkpoint, EventStore, RecordedEvent};
 use serde_json::Value;
@@ -39,19 +39,40 @@ const READ_AHEAD: usize = 4;
 /// `progress(events_read, last_position)` is called after every batch read.
 /// A gap, or an event that does not decode or fit, ends the build with the
 /// same error [`crate::catch_up`] would give.
-#[tracing::instrument(skip(store, progress))]
 pub async fn build(
     store: &EventStore,
     projection: Projection,
     schema: &str,
     from: Checkpoint,
+    progress: impl FnMut(u64, i64),
+) -> Result<Checkpoint, ProjectionError> {
+    build_skipping(
+        store,
+        projection,
+        schema,
+        from,
+        &Skipped::default(),
+        progress,
+    )
+    .await
+}
+
+/// Like [`build`], passing over the events in `skipped` as the live
+/// projection did (see [`Skipped`]).
+#[tracing::instrument(skip(store, skipped, progress))]
+pub async fn build_skipping(
+    store: &EventStore,
+    projection: Projection,
+    schema: &str,
+    from: Checkpoint,
+    skipped: &Skipped,
     mut progress: impl FnMut(u64, i64),
 ) -> Result<Checkpoint, ProjectionError> {
     let q = schema::quoted(schema)?;
     let (tx, mut rx) = mpsc::channel(READ_AHEAD);
     let reader = tokio::spawn(read_ahead(store.clone(), projection, from, tx));
     let _abort = AbortOnDrop(reader);
-    let mut fold = Fold::new(projection);
+    let mut fold = Fold::new(projection, skipped);
     let mut checkpoint = from;
     let mut read = 0u64;
     while let Some(batch) = rx.recv().await {
@@ -162,12 +183,47 @@ impl Drop for AbortOnDrop {
     }
 }
 
+/// Events a projection running with `FULCRUM_PROJECTION_ON_ERROR=skip`
+/// dead-lettered and passed over, by (stream id, version): a rebuild in that
+/// mode passes over them too, so that it ends where the live tables are
+/// instead of failing on each of them. An event that fails and is not
+/// among them still ends the rebuild with its error (the live projector
+/// has not reached it yet; it dead-letters it when it does).
+#[derive(Debug, Clone, Default)]
+pub struct Skipped(HashMap<String, HashSet<u64>>);
+
+impl Skipped {
+    /// The events dead-lettered for `projection`.
+    pub async fn dead_letters(
+        pool: &PgPool,
+        projection: Projection,
+    ) -> Result<Skipped, ProjectionError> {
+        let rows = crate::status::dead_letters(pool, projection).await?;
+        let mut skipped: HashMap<String, HashSet<u64>> = HashMap::new();
+        for dead in rows {
+            // A version that is not a stream version names no event to pass over.
+            if let Ok(version) = u64::try_from(dead.version) {
+                skipped.entry(dead.stream_id).or_default().insert(version);
+            }
+        }
+        Ok(Skipped(skipped))
+    }
+
+    /// Whether `event` is one to pass over.
+    pub fn contains(&self, event: &RecordedEvent) -> bool {
+        self.0
+            .get(&event.stream_id)
+            .is_some_and(|versions| versions.contains(&event.version))
+    }
+}
+
 /// The in-memory fold of one projection, with every stream's position.
-struct Fold {
+struct Fold<'a> {
     projection: Projection,
     model: Model,
     positions: HashMap<String, (u64, i64)>,
     counted: u64,
+    skipped: &'a Skipped,
 }
 
 enum Model {
@@ -177,8 +233,8 @@ enum Model {
     Sales(SalesFold),
 }
 
-impl Fold {
-    fn new(projection: Projection) -> Self {
+impl<'a> Fold<'a> {
+    fn new(projection: Projection, skipped: &'a Skipped) -> Self {
         let model = match projection {
             Projection::Orders => Model::Orders(OrdersFold::default()),
             Projection::Inventory => Model::Inventory(InventoryFold::default()),
@@ -190,6 +246,7 @@ impl Fold {
             model,
             positions: HashMap::new(),
             counted: 0,
+            skipped,
         }
     }
 
@@ -203,6 +260,13 @@ impl Fold {
     fn event(&mut self, event: &mut RecordedEvent) -> Result<(), ProjectionError> {
         self.counted += 1;
         if !self.projection.consumes(&event.stream_type) {
+            return Ok(());
+        }
+        if self.skipped.contains(event) {
+            let stored = self.positions.get(&event.stream_id).map_or(0, |p| p.0);
+            if classify(stored, event.version) == Step::Apply {
+                self.advance(event);
+            }
             return Ok(());
         }
         let data = std::mem::take(&mut event.data);
@@ -234,6 +298,12 @@ impl Fold {
             )),
         };
         folded.map_err(|message| inconsistent(event, message))?;
+        self.advance(event);
+        Ok(())
+    }
+
+    /// Moves `event`'s stream to its version.
+    fn advance(&mut self, event: &RecordedEvent) {
         let position = (event.version, event.global_position);
         match self.positions.get_mut(&event.stream_id) {
             Some(p) => *p = position,
@@ -241,7 +311,6 @@ impl Fold {
                 self.positions.insert(event.stream_id.clone(), position);
             }
         }
-        Ok(())
     }
 
     /// Writes the read model's tables and the stream positions, at the

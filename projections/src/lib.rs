@@ -38,8 +38,8 @@ mod schema;
 pub mod status;
 pub mod worker;
 
-pub use apply::{apply, catch_up, skip, Applied};
-pub use build::build;
+pub use apply::{apply, catch_up, catch_up_skipping, skip, Applied};
+pub use build::{build, build_skipping, Skipped};
 pub use error::ProjectionError;
 pub use live::LiveBatch;
 pub use position::{has_position, position};

@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 use eventstore::{Checkpoint, EventStore};
 use sqlx::{Connection, PgConnection};
 
-use crate::status::{self, Status};
-use crate::{build, catch_up, schema, Projection, ProjectionError};
+use crate::status::{self, OnError, Status};
+use crate::{build_skipping, catch_up_skipping, schema, Projection, ProjectionError, Skipped};
 
 /// Why a rebuild could not start or finish.
 #[derive(Debug, thiserror::Error)]
@@ -86,6 +86,7 @@ pub struct Rebuild {
     projection: Projection,
     lock: PgConnection,
     previous: Status,
+    on_error: OnError,
 }
 
 impl Rebuild {
@@ -124,7 +125,18 @@ impl Rebuild {
             projection,
             lock,
             previous,
+            on_error: OnError::Halt,
         })
+    }
+
+    /// What the rebuild does with an event it cannot apply; set it to the
+    /// projectors' `FULCRUM_PROJECTION_ON_ERROR`. With [`OnError::Halt`]
+    /// (the default) the rebuild fails on it and the live tables stay. With
+    /// [`OnError::Skip`] it passes over the events the projectors
+    /// dead-lettered and skipped, as they did (see [`Skipped`]).
+    pub fn on_error(mut self, on_error: OnError) -> Self {
+        self.on_error = on_error;
+        self
     }
 
     /// The projection being rebuilt.
@@ -198,13 +210,18 @@ impl Rebuild {
             .execute(&pool)
             .await?;
 
+        let skipped = match self.on_error {
+            OnError::Halt => Skipped::default(),
+            OnError::Skip => Skipped::dead_letters(&pool, projection).await?,
+        };
         let head = eventstore::head_position(&pool).await?;
         let mut events = 0;
-        let checkpoint = build(
+        let checkpoint = build_skipping(
             &self.store,
             projection,
             &fresh_schema,
             Checkpoint::START,
+            &skipped,
             |n, position| {
                 events = n;
                 progress(Progress {
@@ -217,7 +234,8 @@ impl Rebuild {
         )
         .await?;
         // Catch up outside the lock first, so the swap's pause stays short.
-        let checkpoint = catch_up(&self.store, projection, &fresh_schema, checkpoint).await?;
+        let checkpoint =
+            catch_up_skipping(&self.store, projection, &fresh_schema, checkpoint, &skipped).await?;
 
         // The swap: no projector transaction runs while the lock is held, and
         // every event a projector applied was readable before it (the relay
@@ -225,7 +243,14 @@ impl Rebuild {
         // the fresh tables everything the live ones have.
         let mut tx = pool.begin().await?;
         status::lock_exclusive(&mut tx, projection).await?;
-        let checkpoint = catch_up(&self.store, projection, &fresh_schema, checkpoint).await?;
+        // Projectors dead-letter in their own transactions, so what they
+        // skipped meanwhile is committed by now.
+        let skipped = match self.on_error {
+            OnError::Halt => skipped,
+            OnError::Skip => Skipped::dead_letters(&pool, projection).await?,
+        };
+        let checkpoint =
+            catch_up_skipping(&self.store, projection, &fresh_schema, checkpoint, &skipped).await?;
         sqlx::query(&format!("DROP SCHEMA IF EXISTS {retired} CASCADE"))
             .execute(&mut *tx)
             .await?;

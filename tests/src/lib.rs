@@ -8,6 +8,7 @@ use api::auth::{mint_hs256, Authenticator, JwtConfig, Role};
 use api::{AppState, Application};
 use commands::{CommandHandler, ExecutorConfig};
 use eventstore::testing::TestDb;
+use projections::status::OnError;
 use reqwest::{Response, StatusCode};
 use serde_json::Value;
 
@@ -59,6 +60,7 @@ impl TestApp {
             commands: CommandHandler::new(store.clone(), ExecutorConfig::default()),
             store,
             auth: Arc::new(Authenticator::from_config(&jwt_config()).unwrap()),
+            projection_on_error: OnError::Halt,
         };
         let app = Application::with_state(state.clone(), "127.0.0.1:0".parse().unwrap())
             .await

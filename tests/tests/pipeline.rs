@@ -20,7 +20,7 @@ use eventstore::{EventStore, ExpectedVersion, NewEvent};
 use fulcrum_tests::{order_body, problem, token, TestApp};
 use projections::status::OnError;
 use projections::worker::{ProjectorConfig, ProjectorError, ProjectorProbe};
-use projections::Projection;
+use projections::{Projection, Rebuild};
 use serde_json::{json, Value};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -504,6 +504,42 @@ async fn a_poison_event_is_dead_lettered_then_halts_or_is_skipped_as_configured(
         )
         .await;
     problem(missing, 404).await;
+
+    // A rebuild meets the same events. Halting, it fails on the poison and
+    // the live tables stay; skipping, it passes over what the projector
+    // dead-lettered, as the projector did, and swaps in.
+    let failed = Rebuild::start(&store, Projection::Orders)
+        .await
+        .unwrap()
+        .on_error(OnError::Halt)
+        .run(|_| {})
+        .await;
+    assert!(failed.is_err(), "a halting rebuild applied the poison");
+    let rebuilt = Rebuild::start(&store, Projection::Orders)
+        .await
+        .unwrap()
+        .on_error(OnError::Skip)
+        .run(|_| {})
+        .await
+        .unwrap();
+    assert!(rebuilt.checkpoint.position >= later.position);
+    let read = app
+        .get(&format!("/api/v1/orders/{order_id}"), Some(&alice))
+        .await;
+    assert_eq!(read.status(), 200);
+    let missing = app
+        .get(
+            &format!("/api/v1/orders/{poison}"),
+            Some(&token("op", Role::Operator)),
+        )
+        .await;
+    problem(missing, 404).await;
+    let item = admin_item(&app, "orders").await;
+    assert_eq!(item["status"], "running");
+    assert_eq!(
+        item["dead_letters"], 2,
+        "the rebuild dead-lettered nothing again"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

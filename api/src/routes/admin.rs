@@ -44,7 +44,8 @@ pub async fn rebuild(
         .map_err(|error| match error {
             RebuildError::Busy(_) => ApiError::Conflict(error.to_string()),
             RebuildError::Projection(error) => ApiError::Internal(error.into()),
-        })?;
+        })?
+        .on_error(state.projection_on_error);
     tokio::spawn(async move {
         // Failures are logged and recorded as the projection's last_error.
         let _ = rebuild.run(|_| {}).await;
