@@ -346,6 +346,21 @@ async fn a_token_for_another_audience_is_unauthorized() {
 }
 
 #[tokio::test]
+async fn an_audience_array_is_accepted_when_it_holds_ours_and_refused_otherwise() {
+    let mut ours = claims();
+    ours["aud"] = json!(["billing", AUDIENCE]);
+    let token = sign_hs256(&ours, SECRET);
+    let response = call_with_token(hs256_authenticator(), &token).await;
+    assert_eq!(response.status(), 200);
+
+    let mut theirs = claims();
+    theirs["aud"] = json!(["billing", "reports"]);
+    let token = sign_hs256(&theirs, SECRET);
+    let response = call_with_token(hs256_authenticator(), &token).await;
+    assert_unauthorized(response, &token, "audience").await;
+}
+
+#[tokio::test]
 async fn a_token_signed_with_another_secret_is_unauthorized() {
     let token = sign_hs256(&claims(), "another-secret-also-longer-than-32-bytes");
 

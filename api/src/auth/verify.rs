@@ -1,5 +1,6 @@
 //! Token verification with one pinned algorithm.
 
+use std::collections::HashSet;
 use std::fmt;
 
 use jsonwebtoken::errors::{Error as JwtError, ErrorKind};
@@ -116,7 +117,7 @@ impl Authenticator {
     pub fn verify(&self, token: &str) -> Result<Claims, AuthError> {
         let data = jsonwebtoken::decode::<RawClaims>(token, &self.key, &self.validation)
             .map_err(|error| self.classify(token, &error))?;
-        data.claims.into_claims()
+        data.claims.into_claims(self.validation.aud.as_ref())
     }
 
     /// True when running on the built-in development secret.
@@ -196,13 +197,23 @@ struct RawClaims {
     #[serde(default)]
     iss: Option<String>,
     #[serde(default)]
-    aud: Option<String>,
+    aud: Option<Audience>,
     #[serde(default)]
     nbf: Option<i64>,
 }
 
+/// `aud` as RFC 7519 allows it: one string, or an array of them.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Audience {
+    One(String),
+    Many(Vec<String>),
+}
+
 impl RawClaims {
-    fn into_claims(self) -> Result<Claims, AuthError> {
+    /// The claims of a verified token; `accepted` are the audiences the
+    /// validation accepts (an array `aud` holds one of them).
+    fn into_claims(self, accepted: Option<&HashSet<String>>) -> Result<Claims, AuthError> {
         let required = |claim: Option<String>, name: &str| {
             claim
                 .filter(|value| !value.is_empty())
@@ -222,7 +233,15 @@ impl RawClaims {
                 .ok_or_else(|| AuthError::MissingClaim("exp".into()))?,
             iat: self.iat.unwrap_or(0),
             iss: required(self.iss, "iss")?,
-            aud: required(self.aud, "aud")?,
+            aud: required(
+                self.aud.and_then(|aud| match aud {
+                    Audience::One(aud) => Some(aud),
+                    Audience::Many(list) => list
+                        .into_iter()
+                        .find(|aud| accepted.is_some_and(|accepted| accepted.contains(aud))),
+                }),
+                "aud",
+            )?,
             nbf: self.nbf,
         })
     }
