@@ -186,6 +186,8 @@ pub struct DeadLetter {
     pub event_type: String,
     /// Why it could not be applied.
     pub error: String,
+    /// When it was dead-lettered.
+    pub recorded_at: chrono::DateTime<chrono::Utc>,
 }
 
 /// The dead letters of `projection`, oldest first.
@@ -193,11 +195,34 @@ pub async fn dead_letters(
     pool: &PgPool,
     projection: Projection,
 ) -> Result<Vec<DeadLetter>, ProjectionError> {
+    first_dead_letters(pool, projection, i64::MAX).await
+}
+
+/// How many events `projection` dead-lettered, ever.
+pub async fn dead_letter_count(
+    pool: &PgPool,
+    projection: Projection,
+) -> Result<i64, ProjectionError> {
+    let count = sqlx::query_scalar("SELECT dead_letters FROM projection_status WHERE name = $1")
+        .bind(projection.name())
+        .fetch_one(pool)
+        .await?;
+    Ok(count)
+}
+
+/// The first `limit` dead letters of `projection`, oldest first (the one
+/// that halted it comes first).
+pub async fn first_dead_letters(
+    pool: &PgPool,
+    projection: Projection,
+    limit: i64,
+) -> Result<Vec<DeadLetter>, ProjectionError> {
     let rows = sqlx::query_as(
-        "SELECT event_id, stream_id, version, global_position, event_type, error
-           FROM dead_letters WHERE projection = $1 ORDER BY id",
+        "SELECT event_id, stream_id, version, global_position, event_type, error, recorded_at
+           FROM dead_letters WHERE projection = $1 ORDER BY id LIMIT $2",
     )
     .bind(projection.name())
+    .bind(limit.max(0))
     .fetch_all(pool)
     .await?;
     Ok(rows)

@@ -462,6 +462,41 @@ async fn a_poison_event_is_dead_lettered_then_halts_or_is_skipped_as_configured(
     assert_eq!(letters.len(), 1);
     assert_eq!(letters[0].stream_id, format!("order-{poison}"));
     assert_eq!(letters[0].event_type, "OrderPlaced");
+    // The admin list of them, over HTTP.
+    let operator = token("op", Role::Operator);
+    let listed = app
+        .get(
+            "/api/v1/admin/projections/orders/dead-letters",
+            Some(&operator),
+        )
+        .await;
+    assert_eq!(listed.status(), 200);
+    let listed: Value = listed.json().await.unwrap();
+    assert_eq!(listed["total"], 1);
+    let letter = &listed["items"][0];
+    assert_eq!(letter["stream_id"], format!("order-{poison}"));
+    assert_eq!(letter["version"], 1);
+    assert_eq!(letter["event_type"], "OrderPlaced");
+    assert!(
+        letter["error"].as_str().unwrap().contains("decoded"),
+        "{letter}"
+    );
+    assert!(letter["recorded_at"].is_string(), "{letter}");
+    for (path, who, status) in [
+        ("/api/v1/admin/projections/orders/dead-letters", &alice, 403),
+        (
+            "/api/v1/admin/projections/nope/dead-letters",
+            &operator,
+            404,
+        ),
+        (
+            "/api/v1/admin/projections/orders/dead-letters?limit=0",
+            &operator,
+            422,
+        ),
+    ] {
+        problem(app.get(path, Some(who)).await, status).await;
+    }
     let halted_pool = store.pool().clone();
     assert!(
         !projections::has_position(

@@ -9,6 +9,7 @@ use serde_json::{json, Value};
 use crate::auth::{Caller, Role};
 use crate::error::ApiError;
 use crate::extract::Segment;
+use crate::routes::queries::{parse_limit, Params};
 use crate::startup::AppState;
 
 /// `GET /api/v1/admin/projections` (operator, admin): every projection's
@@ -24,6 +25,41 @@ pub async fn projections(
         .await
         .map_err(anyhow::Error::from)?;
     Ok(Json(json!({ "items": items })))
+}
+
+/// Most dead letters one answer lists.
+const MAX_DEAD_LETTERS: i64 = 500;
+
+/// `GET /api/v1/admin/projections/{name}/dead-letters?limit=` (operator,
+/// admin): the events the projection could not apply, oldest first (the
+/// one that halted it comes first), with the error and when it happened;
+/// `total` counts them all. `limit` is 1 to 500 (default 100). 404 for an
+/// unknown projection.
+#[tracing::instrument(skip(state, caller, params))]
+pub async fn dead_letters(
+    State(state): State<AppState>,
+    caller: Caller,
+    Segment(name): Segment,
+    params: Params,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(&[Role::Operator, Role::Admin])?;
+    let mut query = params.check_exact(&["limit"]);
+    let limit = query
+        .get("limit", |v| parse_limit(v, MAX_DEAD_LETTERS))
+        .unwrap_or(100);
+    query.finish()?;
+    let projection = Projection::parse(&name)
+        .ok_or_else(|| ApiError::NotFound(format!("no projection {name:?}")))?;
+    let pool = state.store.pool();
+    let items = projections::status::first_dead_letters(pool, projection, limit)
+        .await
+        .map_err(anyhow::Error::from)?;
+    let total = projections::status::dead_letter_count(pool, projection)
+        .await
+        .map_err(anyhow::Error::from)?;
+    Ok(Json(
+        json!({ "name": projection.name(), "total": total, "items": items }),
+    ))
 }
 
 /// `POST /api/v1/admin/projections/{name}/rebuild` (admin): claims the

@@ -35,6 +35,10 @@ pub fn router(state: AppState) -> Router {
         .route("/audit/events", get(audit::events))
         .route("/admin/projections", get(admin::projections))
         .route("/admin/projections/{name}/rebuild", post(admin::rebuild))
+        .route(
+            "/admin/projections/{name}/dead-letters",
+            get(admin::dead_letters),
+        )
         .route("/stats/sales", get(queries::sales))
         .fallback(not_found);
     Router::new()
