@@ -174,14 +174,23 @@ async fn another_customers_order_is_403_and_unknown_orders_are_404() {
     let bob = token("bob", Role::Customer);
     let operator = token("op", Role::Operator);
 
-    problem(
-        app.get(&format!("/api/v1/orders/{id}"), Some(&bob)).await,
-        403,
-    )
-    .await;
+    let refused = app.get(&format!("/api/v1/orders/{id}"), Some(&bob)).await;
+    assert!(refused.headers().contains_key("x-fulcrum-position"));
+    problem(refused, 403).await;
     let unknown = format!("/api/v1/orders/{}", Uuid::new_v4());
     problem(app.get(&unknown, Some(&bob)).await, 404).await;
-    problem(app.get(&unknown, Some(&operator)).await, 404).await;
+    // A 404 says how far the read model had got: "not there at position N".
+    let missing = app.get(&unknown, Some(&operator)).await;
+    let at: i64 = missing.headers()["x-fulcrum-position"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(at > 0);
+    problem(missing, 404).await;
+    let no_stock = app.get("/api/v1/inventory/SKU-NONE", Some(&operator)).await;
+    assert!(no_stock.headers().contains_key("x-fulcrum-position"));
+    problem(no_stock, 404).await;
     problem(
         app.get("/api/v1/orders/not-a-uuid", Some(&operator)).await,
         404,

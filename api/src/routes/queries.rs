@@ -75,6 +75,43 @@ impl ReadModel {
             body,
         }
     }
+
+    /// `error`, answered with this read model's position: a 404 then tells
+    /// "not in the read model at position N", which a client that wrote
+    /// something later can wait out with `min_position`.
+    fn refuse(&self, error: ApiError) -> Refusal {
+        Refusal {
+            position: Some(self.position),
+            error,
+        }
+    }
+}
+
+/// A query's error, with `X-Fulcrum-Position` once the read model was read.
+pub struct Refusal {
+    position: Option<i64>,
+    error: ApiError,
+}
+
+impl From<ApiError> for Refusal {
+    fn from(error: ApiError) -> Self {
+        Refusal {
+            position: None,
+            error,
+        }
+    }
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        let mut response = self.error.into_response();
+        if let Some(position) = self.position {
+            response
+                .headers_mut()
+                .insert(POSITION_HEADER.clone(), HeaderValue::from(position));
+        }
+        response
+    }
 }
 
 /// Polls [`projections::has_position`], soon at first and then every

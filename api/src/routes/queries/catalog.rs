@@ -6,7 +6,7 @@ use projections::read::{self, ProductView, StockView};
 use projections::Projection;
 
 use super::params::Params;
-use super::{internal, Items, Positioned, ReadModel, ANY_ROLE};
+use super::{internal, Items, Positioned, ReadModel, Refusal, ANY_ROLE};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::Segment;
@@ -36,17 +36,17 @@ pub async fn stock(
     caller: Caller,
     Segment(sku): Segment,
     params: Params,
-) -> Result<Positioned<StockView>, ApiError> {
+) -> Result<Positioned<StockView>, Refusal> {
     caller.require(ANY_ROLE)?;
     let min_position = params.check(&[]).finish()?;
     let not_found = || ApiError::NotFound(format!("no stock record for {sku}"));
     if domain::validate_sku(&sku).is_err() {
-        return Err(not_found());
+        return Err(not_found().into());
     }
     let model = ReadModel::ready(&state, Projection::Inventory, min_position).await?;
     let stock = read::stock(state.store.pool(), &model.schema, &sku)
         .await
         .map_err(internal)?
-        .ok_or_else(not_found)?;
+        .ok_or_else(|| model.refuse(not_found()))?;
     Ok(model.answer(stock))
 }

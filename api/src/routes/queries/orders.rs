@@ -7,7 +7,7 @@ use projections::Projection;
 use uuid::Uuid;
 
 use super::params::{parse_limit, Params};
-use super::{internal, Positioned, ReadModel, ANY_ROLE};
+use super::{internal, Positioned, ReadModel, Refusal, ANY_ROLE};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::Segment;
@@ -23,7 +23,7 @@ pub async fn order(
     caller: Caller,
     Segment(id): Segment,
     params: Params,
-) -> Result<Positioned<OrderView>, ApiError> {
+) -> Result<Positioned<OrderView>, Refusal> {
     caller.require(ANY_ROLE)?;
     let min_position = params.check(&[]).finish()?;
     let not_found = || ApiError::NotFound(format!("no order {id}"));
@@ -32,11 +32,11 @@ pub async fn order(
     let order = read::order(state.store.pool(), &model.schema, order_id)
         .await
         .map_err(internal)?
-        .ok_or_else(not_found)?;
+        .ok_or_else(|| model.refuse(not_found()))?;
     if !caller.is_staff() && order.customer_id != caller.user_id {
-        return Err(ApiError::Forbidden(
+        return Err(model.refuse(ApiError::Forbidden(
             "this order belongs to another customer".into(),
-        ));
+        )));
     }
     Ok(model.answer(order))
 }
