@@ -58,14 +58,19 @@ pub struct LiveBatch {
     /// Rows read or changed so far; `true` when changed. Ordered, like
     /// the days, so that concurrent appliers write them in the same order.
     rows: BTreeMap<String, (Option<Row>, bool)>,
-    /// Changes to the sales per day, summed per (day, currency).
-    days: BTreeMap<(NaiveDate, String), (i64, i64)>,
-    /// The stored figures of each day in `days` when the batch first
-    /// touched it, so that a change that would overflow them is refused.
-    days_stored: HashMap<(NaiveDate, String), (i64, i64)>,
-    /// The change to a day that [`LiveBatch::plan`] found for the event
-    /// being applied, added to `days` once checked.
-    day_change: Option<sales::DayDelta>,
+    /// The sales per (day, currency) this batch changes.
+    days: BTreeMap<(NaiveDate, String), Day>,
+}
+
+/// One day's sales in a batch, as (orders, revenue).
+#[derive(Debug, Clone, Copy)]
+struct Day {
+    /// The batch's change, written as an increment (other streams may count
+    /// on the same day concurrently).
+    change: (i64, i64),
+    /// The stored figures plus `change`, to refuse a change that would not
+    /// fit in the table.
+    total: (i64, i64),
 }
 
 impl LiveBatch {
@@ -106,8 +111,6 @@ impl LiveBatch {
             positions,
             rows: BTreeMap::new(),
             days: BTreeMap::new(),
-            days_stored: HashMap::new(),
-            day_change: None,
         })
     }
 
@@ -176,12 +179,12 @@ impl LiveBatch {
                 _ => {}
             }
         }
-        for ((day, currency), (orders, revenue)) in &self.days {
+        for ((day, currency), Day { change, .. }) in &self.days {
             let delta = sales::DayDelta {
                 day: *day,
                 currency: currency.clone(),
-                orders: *orders,
-                revenue: *revenue,
+                orders: change.0,
+                revenue: change.1,
             };
             sales::add_to_day(conn, q, &delta).await?;
         }
@@ -259,11 +262,11 @@ impl LiveBatch {
         let decoded = decode(event, event.data.clone())?;
         let row = self.row(conn, event, &decoded).await?;
         let at = At::of(event);
-        let (row, changed) = self
+        let (row, changed, day) = self
             .plan(row, decoded, &at)
             .map_err(|message| inconsistent(event, message))?;
-        if let Some(change) = self.day_change.take() {
-            self.add_to_day(conn, change)
+        if let Some(day) = day {
+            self.add_to_day(conn, &day)
                 .await?
                 .map_err(|message| inconsistent(event, message))?;
         }
@@ -276,46 +279,39 @@ impl LiveBatch {
         Ok(())
     }
 
-    /// Adds `change` to its day's figures in this batch, or says why not:
-    /// the day's orders or revenue, stored plus changed, would not fit in an
-    /// i64 (as the table stores them). Refused, the event is dead-lettered
-    /// like any event the model cannot take, instead of the batch failing
-    /// in the database on every retry.
+    /// Adds `change` to its day in this batch, or says why not (see
+    /// [`sales::DayDelta::added_to`]); the day's stored figures are read
+    /// the first time the batch touches it.
     async fn add_to_day(
         &mut self,
         conn: &mut PgConnection,
-        change: sales::DayDelta,
+        change: &sales::DayDelta,
     ) -> Result<Result<(), String>, ProjectionError> {
-        let key = (change.day, change.currency);
-        if !self.days_stored.contains_key(&key) {
-            let stored: Option<(i64, i64)> = sqlx::query_as(&format!(
-                "SELECT orders, revenue FROM {}.sales_days WHERE day = $1 AND currency = $2",
-                self.q
-            ))
-            .bind(key.0)
-            .bind(&key.1)
-            .fetch_optional(&mut *conn)
-            .await?;
-            self.days_stored
-                .insert(key.clone(), stored.unwrap_or_default());
-        }
-        let stored = self.days_stored.get(&key).copied().unwrap_or_default();
-        let batch = self.days.get(&key).copied().unwrap_or_default();
-        let sum = batch
-            .0
-            .checked_add(change.orders)
-            .zip(batch.1.checked_add(change.revenue))
-            .filter(|(orders, revenue)| {
-                stored.0.checked_add(*orders).is_some() && stored.1.checked_add(*revenue).is_some()
-            });
-        let Some(sum) = sum else {
-            return Ok(Err(format!(
-                "the sales of {} in {} would overflow",
-                key.0, key.1
-            )));
+        let key = (change.day, change.currency.clone());
+        let day = match self.days.get(&key) {
+            Some(day) => *day,
+            None => {
+                let stored: Option<(i64, i64)> = sqlx::query_as(&format!(
+                    "SELECT orders, revenue FROM {}.sales_days WHERE day = $1 AND currency = $2",
+                    self.q
+                ))
+                .bind(key.0)
+                .bind(&key.1)
+                .fetch_optional(&mut *conn)
+                .await?;
+                Day {
+                    change: (0, 0),
+                    total: stored.unwrap_or_default(),
+                }
+            }
         };
-        self.days.insert(key, sum);
-        Ok(Ok(()))
+        match (change.added_to(day.change), change.added_to(day.total)) {
+            (Ok(change), Ok(total)) => {
+                self.days.insert(key, Day { change, total });
+                Ok(Ok(()))
+            }
+            (Err(why), _) | (_, Err(why)) => Ok(Err(why)),
+        }
     }
 
     /// The row `event`'s stream feeds, as it stands in this batch.
@@ -352,13 +348,14 @@ impl LiveBatch {
         })
     }
 
-    /// Pure: the row after the event, and whether it changed.
+    /// Pure: the row after the event, whether it changed, and the change
+    /// to a day's sales it makes.
     fn plan(
-        &mut self,
+        &self,
         row: Option<Row>,
         decoded: Decoded,
         at: &At,
-    ) -> Result<(Option<Row>, bool), String> {
+    ) -> Result<(Option<Row>, bool, Option<sales::DayDelta>), String> {
         let mismatch = || {
             format!(
                 "the {} projection does not read this event's stream",
@@ -372,7 +369,7 @@ impl LiveBatch {
                     _ => None,
                 });
                 let after = orders::apply_order(before, &e, at)?;
-                Ok((Some(Row::Order(after)), true))
+                Ok((Some(Row::Order(after)), true, None))
             }
             (Projection::Sales, Decoded::Order(e), row @ (None | Some(Row::Sale(_)))) => {
                 let before = row.and_then(|r| match r {
@@ -380,16 +377,19 @@ impl LiveBatch {
                     _ => None,
                 });
                 let (after, delta) = sales::apply_sale(before.clone(), &e, at)?;
-                self.day_change = delta;
                 let changed = before.as_ref() != Some(&after);
-                Ok((Some(Row::Sale(after)), changed))
+                Ok((Some(Row::Sale(after)), changed, delta))
             }
             (Projection::Inventory, Decoded::Stock(e), row @ (None | Some(Row::Stock(_)))) => {
                 let before = row.and_then(|r| match r {
                     Row::Stock(r) => Some(r),
                     _ => None,
                 });
-                Ok((Some(Row::Stock(inventory::apply_stock(before, &e))), true))
+                Ok((
+                    Some(Row::Stock(inventory::apply_stock(before, &e))),
+                    true,
+                    None,
+                ))
             }
             (Projection::Catalog, Decoded::Product(e), row @ (None | Some(Row::Product(_)))) => {
                 let before = row.and_then(|r| match r {
@@ -399,6 +399,7 @@ impl LiveBatch {
                 Ok((
                     Some(Row::Product(catalog::apply_product(before, &e)?)),
                     true,
+                    None,
                 ))
             }
             _ => Err(mismatch()),

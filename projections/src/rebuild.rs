@@ -139,6 +139,15 @@ impl Rebuild {
         self
     }
 
+    /// The events to pass over: none when halting, else the dead letters
+    /// recorded so far.
+    async fn skipped(&self) -> Result<Skipped, ProjectionError> {
+        match self.on_error {
+            OnError::Halt => Ok(Skipped::default()),
+            OnError::Skip => Skipped::dead_letters(self.store.pool(), self.projection).await,
+        }
+    }
+
     /// The projection being rebuilt.
     pub fn projection(&self) -> Projection {
         self.projection
@@ -210,10 +219,7 @@ impl Rebuild {
             .execute(&pool)
             .await?;
 
-        let skipped = match self.on_error {
-            OnError::Halt => Skipped::default(),
-            OnError::Skip => Skipped::dead_letters(&pool, projection).await?,
-        };
+        let skipped = self.skipped().await?;
         let head = eventstore::head_position(&pool).await?;
         let mut events = 0;
         let checkpoint = build_skipping(
@@ -245,10 +251,7 @@ impl Rebuild {
         status::lock_exclusive(&mut tx, projection).await?;
         // Projectors dead-letter in their own transactions, so what they
         // skipped meanwhile is committed by now.
-        let skipped = match self.on_error {
-            OnError::Halt => skipped,
-            OnError::Skip => Skipped::dead_letters(&pool, projection).await?,
-        };
+        let skipped = self.skipped().await?;
         let checkpoint =
             catch_up_skipping(&self.store, projection, &fresh_schema, checkpoint, &skipped).await?;
         sqlx::query(&format!("DROP SCHEMA IF EXISTS {retired} CASCADE"))

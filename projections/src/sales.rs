@@ -40,6 +40,24 @@ pub(crate) struct DayDelta {
     pub revenue: i64,
 }
 
+impl DayDelta {
+    /// `figures` (orders, revenue) with this change added, or why they
+    /// would not fit in the table's bigints. Both paths refuse such an
+    /// event instead of wrapping or failing in the database.
+    pub(crate) fn added_to(&self, figures: (i64, i64)) -> Result<(i64, i64), String> {
+        figures
+            .0
+            .checked_add(self.orders)
+            .zip(figures.1.checked_add(self.revenue))
+            .ok_or_else(|| {
+                format!(
+                    "the sales of {} in {} would overflow",
+                    self.day, self.currency
+                )
+            })
+    }
+}
+
 /// Pure: the row after `event` and the change to a day's figures, given the
 /// row before it. `OrderPlaced` needs no row; every other event needs one.
 pub(crate) fn apply_sale(
@@ -187,16 +205,8 @@ impl SalesFold {
         let (row, delta) = apply_sale(self.rows.remove(&id), event, at)?;
         self.rows.insert(id, row);
         if let Some(d) = delta {
-            let figures = self.days.entry((d.day, d.currency)).or_insert((0, 0));
-            // Overflow fails here as the live path's SQL addition would.
-            figures.0 = figures
-                .0
-                .checked_add(d.orders)
-                .ok_or("order count overflows")?;
-            figures.1 = figures
-                .1
-                .checked_add(d.revenue)
-                .ok_or("revenue overflows")?;
+            let figures = self.days.entry((d.day, d.currency.clone())).or_default();
+            *figures = d.added_to(*figures)?;
         }
         Ok(())
     }

@@ -145,27 +145,27 @@ async fn bad_paging_parameters_are_field_errors_naming_the_parameter() {
 async fn a_plain_position_with_no_event_reads_on_from_the_last_event_before_it() {
     let app = TestApp::spawn().await;
     let operator = token("op", Role::Operator);
-    let define = |i: usize| json!({"sku": format!("SKU-{i}"), "name": "P", "unit_price": 1, "currency": "EUR"});
-    for i in 0..3 {
-        let status = app
-            .post("/api/v1/products", Some(&operator), &define(i))
-            .await
-            .status();
-        assert_eq!(status, 201);
-    }
+    let define = |skus: std::ops::Range<usize>| {
+        let (app, operator) = (&app, &operator);
+        async move {
+            for i in skus {
+                let body = json!({"sku": format!("SKU-{i}"), "name": "P", "unit_price": 1, "currency": "EUR"});
+                let status = app
+                    .post("/api/v1/products", Some(operator), &body)
+                    .await
+                    .status();
+                assert_eq!(status, 201);
+            }
+        }
+    };
+    define(0..3).await;
     // A position no event holds, as a rolled-back append leaves behind.
     let burnt: i64 =
         sqlx::query_scalar("SELECT nextval(pg_get_serial_sequence('events', 'position'))")
             .fetch_one(&app.db.pool)
             .await
             .unwrap();
-    for i in 3..5 {
-        let status = app
-            .post("/api/v1/products", Some(&operator), &define(i))
-            .await
-            .status();
-        assert_eq!(status, 201);
-    }
+    define(3..5).await;
     app.settle().await;
     let page = |query: String| {
         let app = &app;

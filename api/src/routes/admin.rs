@@ -9,6 +9,7 @@ use serde_json::{json, Value};
 use crate::auth::{Caller, Role};
 use crate::error::ApiError;
 use crate::extract::Segment;
+use crate::routes::audit::{DEFAULT_LIMIT, MAX_LIMIT};
 use crate::routes::queries::{parse_limit, Params};
 use crate::startup::AppState;
 
@@ -27,14 +28,11 @@ pub async fn projections(
     Ok(Json(json!({ "items": items })))
 }
 
-/// Most dead letters one answer lists.
-const MAX_DEAD_LETTERS: i64 = 500;
-
 /// `GET /api/v1/admin/projections/{name}/dead-letters?limit=` (operator,
 /// admin): the events the projection could not apply, oldest first (the
 /// one that halted it comes first), with the error and when it happened;
-/// `total` counts them all. `limit` is 1 to 500 (default 100). 404 for an
-/// unknown projection.
+/// `total` counts them all. `limit` is 1 to 500 (default 50), as on every
+/// list. 404 for an unknown projection.
 #[tracing::instrument(skip(state, caller, params))]
 pub async fn dead_letters(
     State(state): State<AppState>,
@@ -45,8 +43,8 @@ pub async fn dead_letters(
     caller.require(&[Role::Operator, Role::Admin])?;
     let mut query = params.check_exact(&["limit"]);
     let limit = query
-        .get("limit", |v| parse_limit(v, MAX_DEAD_LETTERS))
-        .unwrap_or(100);
+        .get("limit", |v| parse_limit(v, MAX_LIMIT))
+        .unwrap_or(DEFAULT_LIMIT);
     query.finish()?;
     let projection = Projection::parse(&name)
         .ok_or_else(|| ApiError::NotFound(format!("no projection {name:?}")))?;
