@@ -1,3 +1,3 @@
-//! The order fulfilment saga orchestrator.
-//!
-//! Built by the order saga issue; empty until then.
+//! The order fulfilment saga orchestrator, and the payment gateway it drives.
+
+pub mod gateway;
