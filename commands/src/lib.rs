@@ -7,12 +7,14 @@ mod context;
 mod error;
 mod executor;
 mod handler;
+mod process;
 mod repository;
 
 pub use context::{CommandContext, Idempotency};
 pub use error::CommandError;
 pub use executor::{Executor, ExecutorConfig};
 pub use handler::{CommandHandler, OrderRequest, RequestedLine};
+pub use process::{process_key, CausedBy, ProcessCommand};
 pub use repository::{Loaded, Repository, SNAPSHOT_SCHEMA};
 
 use serde::{Deserialize, Serialize};

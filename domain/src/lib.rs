@@ -18,6 +18,7 @@ pub mod inventory;
 pub mod order;
 pub mod payment;
 pub mod product;
+pub mod saga;
 pub mod shipment;
 pub mod upcast;
 mod validate;
@@ -32,6 +33,7 @@ pub use order::{
 };
 pub use payment::{Payment, PaymentCommand, PaymentEvent, PaymentStatus};
 pub use product::{Product, ProductCommand, ProductEvent};
+pub use saga::{Saga, SagaCommand, SagaEvent, SagaStatus};
 pub use shipment::{Shipment, ShipmentCommand, ShipmentEvent, ShipmentStatus};
 pub use upcast::Upcaster;
 pub use validate::{
