@@ -6,7 +6,8 @@
 //!   in stream order and in gap-free global order (see [`Checkpoint`]);
 //! - [`idempotency`] keys, [`snapshot`]s, reader [`checkpoint`]s and
 //!   [`verify_stream`];
-//! - the [`relay`] that publishes committed events to Kafka.
+//! - [`kafka`], the one home of the Kafka conventions, and the [`relay`]
+//!   that publishes committed events to Kafka.
 //!
 //! Store functions take an executor or a connection so that the caller owns
 //! the transaction.
@@ -17,6 +18,7 @@ pub mod db;
 mod error;
 mod hash;
 pub mod idempotency;
+pub mod kafka;
 mod model;
 mod read;
 pub mod relay;

@@ -13,7 +13,8 @@
 //! fully acknowledged prefix is saved. The checkpoint therefore only ever
 //! moves past events the broker acknowledged (with `acks=all`). Events after
 //! the first unacknowledged one are sent again, in order, after an
-//! exponential backoff ([`RelayConfig::retry_backoff_min`] doubling up to
+//! exponential backoff with jitter ([`Backoff`], from about
+//! [`RelayConfig::retry_backoff_min`] up to
 //! [`RelayConfig::retry_backoff_max`]); nothing is skipped, and nothing is
 //! given up on. Each re-send goes through a new producer (the old one has
 //! nothing in flight by then; a failure can leave its idempotence state
@@ -36,6 +37,7 @@
 //! a later version before an earlier one.
 //!
 //! ## The message
+//! (See [`crate::kafka`]: [`envelope`] and [`headers`].)
 //! - key: the stream id;
 //! - value: the JSON envelope, [`RecordedEvent`] serialized: `event_id`,
 //!   `stream_id`, `stream_type`, `version`, `global_position`, `event_type`,
@@ -61,63 +63,23 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use futures::{FutureExt, Stream, StreamExt};
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::AdminClient;
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer, PurgeConfig};
-use serde_json::Value;
 
+use crate::kafka::topics::{self, TopicError, DEFAULT_PARTITIONS, DEFAULT_REPLICATION};
+use crate::kafka::{envelope, headers, Backoff};
 use crate::model::{Checkpoint, RecordedEvent};
 use crate::store::EventStore;
 use crate::subscribe::SubscribeOptions;
 use crate::{load_checkpoint, save_checkpoint, StoreError};
 
-/// The default topic prefix.
-pub const DEFAULT_TOPIC_PREFIX: &str = "fulcrum";
+pub use crate::kafka::topics::{is_valid_topic, topic_for, AGGREGATES, DEFAULT_TOPIC_PREFIX};
 
 /// The default checkpoint name of the relay.
 pub const DEFAULT_CHECKPOINT_NAME: &str = "relay";
-
-/// The aggregates whose topics the relay creates at start. Topics for other
-/// stream types are created when their first event is relayed.
-pub const AGGREGATES: [&str; 6] = [
-    "order",
-    "payment",
-    "inventory",
-    "shipment",
-    "catalog",
-    "saga",
-];
-
-/// The topic that events of streams of type `stream_type` go to:
-/// `<prefix>.<aggregate>.events`, where the aggregate is the stream type,
-/// except that `product` streams go to the `catalog` topic.
-///
-/// ```
-/// assert_eq!(eventstore::relay::topic_for("fulcrum", "order"), "fulcrum.order.events");
-/// assert_eq!(eventstore::relay::topic_for("fulcrum", "product"), "fulcrum.catalog.events");
-/// ```
-pub fn topic_for(prefix: &str, stream_type: &str) -> String {
-    let aggregate = match stream_type {
-        "product" => "catalog",
-        other => other,
-    };
-    format!("{prefix}.{aggregate}.events")
-}
-
-/// Whether Kafka accepts `topic` as a topic name: 1 to 249 characters of
-/// `[a-zA-Z0-9._-]`, and neither `.` nor `..`.
-pub fn is_valid_topic(topic: &str) -> bool {
-    !topic.is_empty()
-        && topic.len() <= 249
-        && topic != "."
-        && topic != ".."
-        && topic
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
-}
 
 /// How the relay connects, names, batches and retries.
 #[derive(Debug, Clone)]
@@ -126,9 +88,11 @@ pub struct RelayConfig {
     pub brokers: String,
     /// Topic prefix, see [`topic_for`] (default [`DEFAULT_TOPIC_PREFIX`]).
     pub topic_prefix: String,
-    /// Partitions of the topics the relay creates (default 3).
+    /// Partitions of the topics the relay creates (default
+    /// [`DEFAULT_PARTITIONS`]).
     pub partitions: i32,
-    /// Replication factor of the topics the relay creates (default 1).
+    /// Replication factor of the topics the relay creates (default
+    /// [`DEFAULT_REPLICATION`]).
     pub replication: i32,
     /// Name of the relay's checkpoint (default [`DEFAULT_CHECKPOINT_NAME`];
     /// use e.g. `relay.<prefix>` for several relays on one database).
@@ -143,9 +107,11 @@ pub struct RelayConfig {
     pub message_timeout: Duration,
     /// How long the producer waits to fill a request (`linger.ms`, default 5 ms).
     pub linger: Duration,
-    /// First pause before re-sending after a delivery error (default 100 ms).
+    /// About the first pause before re-sending after a delivery error
+    /// ([`Backoff`]; default 100 ms).
     pub retry_backoff_min: Duration,
-    /// Longest pause between re-sends; the pause doubles up to it (default 5 s).
+    /// Longest pause between re-sends; the pause roughly doubles up to it,
+    /// with jitter ([`Backoff`]; default 5 s).
     pub retry_backoff_max: Duration,
     /// Longest wait between reads of the events table when no commit
     /// wake-up arrives (default 50 ms).
@@ -161,8 +127,8 @@ impl RelayConfig {
         RelayConfig {
             brokers: brokers.into(),
             topic_prefix: DEFAULT_TOPIC_PREFIX.to_owned(),
-            partitions: 3,
-            replication: 1,
+            partitions: DEFAULT_PARTITIONS,
+            replication: DEFAULT_REPLICATION,
             checkpoint_name: DEFAULT_CHECKPOINT_NAME.to_owned(),
             batch_size: 500,
             message_timeout: Duration::from_secs(30),
@@ -402,7 +368,8 @@ impl Relay {
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> Result<(), RelayError> {
         let mut shutdown = pin!(shutdown.fuse());
         let name = self.config.checkpoint_name.clone();
-        let mut backoff = Backoff::new(&self.config);
+        let mut backoff =
+            Backoff::new(self.config.retry_backoff_min, self.config.retry_backoff_max);
 
         // Topics for the known aggregates, before anything is sent.
         let startup: Vec<String> = AGGREGATES
@@ -412,8 +379,10 @@ impl Relay {
         loop {
             match self.create_topics(&startup).await {
                 Ok(()) => break,
-                Err(Retry::Permanent(error)) => return Err(error),
-                Err(Retry::Transient(error)) => {
+                Err(TopicError::Permanent { topic, code }) => {
+                    return Err(RelayError::CreateTopic { topic, code })
+                }
+                Err(TopicError::Transient(error)) => {
                     tracing::warn!(%error, "cannot create topics yet; retrying");
                     if pause(backoff.next(), &mut shutdown).await {
                         return Ok(());
@@ -475,8 +444,10 @@ impl Relay {
             let batch = pending.len().min(self.config.batch_size);
             if let Err(retry) = self.ensure_topics(pending.range(..batch)).await {
                 match retry {
-                    Retry::Permanent(error) => return Err(error),
-                    Retry::Transient(error) => {
+                    TopicError::Permanent { topic, code } => {
+                        return Err(RelayError::CreateTopic { topic, code })
+                    }
+                    TopicError::Transient(error) => {
                         tracing::warn!(%error, "cannot create topics yet; retrying");
                         if pause(backoff.next(), &mut shutdown).await {
                             break;
@@ -513,7 +484,7 @@ impl Relay {
                 stopping = true;
             }
             if failed == 0 {
-                if backoff.failures > 0 {
+                if backoff.failures() > 0 {
                     tracing::info!(checkpoint = %saved, "relay delivers again");
                 }
                 backoff.reset();
@@ -591,11 +562,10 @@ impl Relay {
                         topic,
                     });
                 }
-                let payload =
-                    serde_json::to_vec(&event).map_err(|source| RelayError::Serialize {
-                        event_id: event.event_id,
-                        source,
-                    })?;
+                let payload = envelope::encode(&event).map_err(|source| RelayError::Serialize {
+                    event_id: event.event_id,
+                    source,
+                })?;
                 pending.push_back(Outgoing {
                     event,
                     topic,
@@ -629,7 +599,7 @@ impl Relay {
             let record = FutureRecord::to(&out.topic)
                 .key(out.event.stream_id.as_str())
                 .payload(out.payload.as_slice())
-                .headers(headers(&out.event));
+                .headers(headers::encode(&out.event));
             match self.producer.send_result(record) {
                 Ok(delivery) => deliveries.push(delivery),
                 Err((error, _)) => {
@@ -670,7 +640,7 @@ impl Relay {
     async fn ensure_topics<'a>(
         &mut self,
         batch: impl Iterator<Item = &'a Outgoing>,
-    ) -> Result<(), Retry> {
+    ) -> Result<(), TopicError> {
         let mut missing: Vec<String> = Vec::new();
         for out in batch {
             if !self.topics.contains(&out.topic) && !missing.contains(&out.topic) {
@@ -683,43 +653,18 @@ impl Relay {
         self.create_topics(&missing).await
     }
 
-    /// Creates `topics`; one that already exists is fine.
-    async fn create_topics(&mut self, topics: &[String]) -> Result<(), Retry> {
-        let new: Vec<NewTopic<'_>> = topics
-            .iter()
-            .map(|t| {
-                NewTopic::new(
-                    t,
-                    self.config.partitions,
-                    TopicReplication::Fixed(self.config.replication),
-                )
-            })
-            .collect();
-        let options = AdminOptions::new()
-            .request_timeout(Some(self.config.message_timeout))
-            .operation_timeout(Some(self.config.message_timeout));
-        let results = self
-            .admin
-            .create_topics(&new, &options)
-            .await
-            .map_err(Retry::Transient)?;
-        let mut transient = None;
-        for result in results {
-            match result {
-                Ok(topic) | Err((topic, RDKafkaErrorCode::TopicAlreadyExists)) => {
-                    tracing::debug!(%topic, "topic ready");
-                    self.topics.insert(topic);
-                }
-                Err((topic, code)) if is_permanent(code) => {
-                    return Err(Retry::Permanent(RelayError::CreateTopic { topic, code }));
-                }
-                Err((_, code)) => transient = Some(KafkaError::AdminOp(code)),
-            }
-        }
-        match transient {
-            Some(error) => Err(Retry::Transient(error)),
-            None => Ok(()),
-        }
+    /// Creates `topics` ([`topics::create_topics`]) and remembers them.
+    async fn create_topics(&mut self, topics: &[String]) -> Result<(), TopicError> {
+        let ready = topics::create_topics(
+            &self.admin,
+            topics,
+            self.config.partitions,
+            self.config.replication,
+            self.config.message_timeout,
+        )
+        .await?;
+        self.topics.extend(ready);
+        Ok(())
     }
 
     /// Logs (and counts) events acknowledged after an earlier event of the
@@ -749,28 +694,6 @@ impl Relay {
     }
 }
 
-/// Why topics could not be created.
-enum Retry {
-    /// Worth trying again (e.g. the broker is unreachable).
-    Transient(KafkaError),
-    /// Not worth it.
-    Permanent(RelayError),
-}
-
-fn is_permanent(code: RDKafkaErrorCode) -> bool {
-    matches!(
-        code,
-        RDKafkaErrorCode::InvalidReplicationFactor
-            | RDKafkaErrorCode::InvalidPartitions
-            | RDKafkaErrorCode::InvalidTopic
-            | RDKafkaErrorCode::InvalidConfig
-            | RDKafkaErrorCode::InvalidReplicaAssignment
-            | RDKafkaErrorCode::TopicAuthorizationFailed
-            | RDKafkaErrorCode::ClusterAuthorizationFailed
-            | RDKafkaErrorCode::PolicyViolation
-    )
-}
-
 fn producer(config: &RelayConfig) -> Result<FutureProducer, RelayError> {
     let mut client = ClientConfig::new();
     client
@@ -787,71 +710,6 @@ fn producer(config: &RelayConfig) -> Result<FutureProducer, RelayError> {
     client.create().map_err(RelayError::Client)
 }
 
-/// The message headers of `event`; see the [module documentation](self).
-fn headers(event: &RecordedEvent) -> OwnedHeaders {
-    let event_id = event.event_id.to_string();
-    let schema_version = event.schema_version.to_string();
-    let global_position = event.global_position.to_string();
-    let stream_version = event.version.to_string();
-    let mut headers = OwnedHeaders::new_with_capacity(7)
-        .insert(header("event_id", &event_id))
-        .insert(header("event_type", &event.event_type))
-        .insert(header("schema_version", &schema_version))
-        .insert(header("global_position", &global_position))
-        .insert(header("stream_version", &stream_version));
-    for key in ["correlation_id", "causation_id"] {
-        if let Some(value) = metadata_text(&event.metadata, key) {
-            headers = headers.insert(header(key, &value));
-        }
-    }
-    headers
-}
-
-fn header<'a>(key: &'a str, value: &'a str) -> Header<'a, &'a str> {
-    Header {
-        key,
-        value: Some(value),
-    }
-}
-
-/// Metadata `key` as header text: a string as is, another value as JSON,
-/// nothing when absent or null.
-fn metadata_text(metadata: &Value, key: &str) -> Option<String> {
-    match metadata.get(key)? {
-        Value::Null => None,
-        Value::String(s) => Some(s.clone()),
-        other => Some(other.to_string()),
-    }
-}
-
-/// Exponential backoff between attempts.
-struct Backoff {
-    min: Duration,
-    max: Duration,
-    failures: u32,
-}
-
-impl Backoff {
-    fn new(config: &RelayConfig) -> Self {
-        Backoff {
-            min: config.retry_backoff_min,
-            max: config.retry_backoff_max.max(config.retry_backoff_min),
-            failures: 0,
-        }
-    }
-
-    /// The pause before the next attempt: min, 2·min, 4·min ... up to max.
-    fn next(&mut self) -> Duration {
-        let factor = 2u32.saturating_pow(self.failures.min(20));
-        self.failures = self.failures.saturating_add(1);
-        self.min.saturating_mul(factor).min(self.max)
-    }
-
-    fn reset(&mut self) {
-        self.failures = 0;
-    }
-}
-
 /// Sleeps for `delay`; true when `shutdown` resolved first.
 async fn pause(delay: Duration, shutdown: &mut (impl Future<Output = ()> + Unpin)) -> bool {
     tokio::select! {
@@ -866,41 +724,6 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn topics_follow_the_aggregate_and_products_go_to_catalog() {
-        assert_eq!(topic_for("fulcrum", "order"), "fulcrum.order.events");
-        assert_eq!(topic_for("p", "product"), "p.catalog.events");
-        assert_eq!(topic_for("p", "inventory"), "p.inventory.events");
-        assert!(is_valid_topic("fulcrum.saga.events"));
-        assert!(!is_valid_topic("fulcrum.my stream.events"));
-        assert!(!is_valid_topic(".."));
-    }
-
-    #[test]
-    fn backoff_doubles_up_to_the_maximum_and_resets() {
-        let mut config = RelayConfig::new("x:1");
-        config.retry_backoff_min = Duration::from_millis(100);
-        config.retry_backoff_max = Duration::from_secs(5);
-        let mut backoff = Backoff::new(&config);
-        let delays: Vec<u128> = (0..9).map(|_| backoff.next().as_millis()).collect();
-        assert_eq!(delays, [100, 200, 400, 800, 1600, 3200, 5000, 5000, 5000]);
-        backoff.reset();
-        assert_eq!(backoff.next(), Duration::from_millis(100));
-    }
-
-    #[test]
-    fn metadata_headers_are_text_or_omitted() {
-        let metadata = json!({"correlation_id": "c-1", "causation_id": null, "n": 3});
-        assert_eq!(
-            metadata_text(&metadata, "correlation_id").as_deref(),
-            Some("c-1")
-        );
-        assert_eq!(metadata_text(&metadata, "causation_id"), None);
-        assert_eq!(metadata_text(&metadata, "missing"), None);
-        assert_eq!(metadata_text(&metadata, "n").as_deref(), Some("3"));
-    }
 
     #[test]
     fn a_config_that_cannot_work_is_refused() {

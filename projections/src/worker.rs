@@ -14,16 +14,16 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::Utc;
+use eventstore::kafka::envelope;
 use eventstore::{EventStore, RecordedEvent};
 use futures::FutureExt;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{Headers, OwnedMessage};
+use rdkafka::message::OwnedMessage;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
-use uuid::Uuid;
 
 use crate::live::LiveBatch;
 use crate::status::{self, OnError, Status};
@@ -387,7 +387,7 @@ async fn apply_batch(
 ) -> Result<BatchOutcome, ProjectionError> {
     let schema = projection.live_schema();
     let events: Vec<Result<RecordedEvent, Box<RecordedEvent>>> =
-        batch.iter().map(envelope).collect();
+        batch.iter().map(envelope::decode).collect();
     let mut tx = store.pool().begin().await?;
     status::lock_shared(&mut tx, projection).await?;
     let streams = events
@@ -458,102 +458,4 @@ async fn apply_batch(
         }
     }
     Ok(outcome)
-}
-
-/// The event in a relay message, or (as the error) the best description of
-/// it that its key and headers allow, for the dead-letter record.
-fn envelope(message: &OwnedMessage) -> Result<RecordedEvent, Box<RecordedEvent>> {
-    if let Some(Ok(event)) = message
-        .payload()
-        .map(serde_json::from_slice::<RecordedEvent>)
-    {
-        return Ok(event);
-    }
-    let header = |name: &str| -> Option<String> {
-        message.headers().and_then(|headers| {
-            headers
-                .iter()
-                .find(|h| h.key == name)
-                .and_then(|h| h.value)
-                .and_then(|v| std::str::from_utf8(v).ok())
-                .map(str::to_owned)
-        })
-    };
-    let stream_id = message
-        .key()
-        .and_then(|k| std::str::from_utf8(k).ok())
-        .unwrap_or("")
-        .to_owned();
-    Err(Box::new(RecordedEvent {
-        // Without a usable `event_id` header, an id of the message's place
-        // in Kafka: the same for a redelivery (so it is recorded once),
-        // different for every other message (so none is lost).
-        event_id: header("event_id")
-            .and_then(|id| id.parse().ok())
-            .unwrap_or_else(|| {
-                let place = format!(
-                    "{}/{}/{}",
-                    message.topic(),
-                    message.partition(),
-                    message.offset()
-                );
-                Uuid::new_v5(&Uuid::NAMESPACE_OID, place.as_bytes())
-            }),
-        stream_type: eventstore::stream_type(&stream_id).to_owned(),
-        stream_id,
-        version: header("stream_version")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0),
-        global_position: header("global_position")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(message.offset()),
-        event_type: header("event_type").unwrap_or_default(),
-        schema_version: 0,
-        data: serde_json::Value::Null,
-        metadata: serde_json::Value::Null,
-        recorded_at: Utc::now(),
-        hash: String::new(),
-        tx_id: 0,
-    }))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::envelope;
-    use rdkafka::message::{OwnedMessage, Timestamp};
-
-    fn garbage(partition: i32, offset: i64) -> OwnedMessage {
-        OwnedMessage::new(
-            Some(b"not json".to_vec()),
-            Some(b"order-1".to_vec()),
-            "fulcrum.order.events".into(),
-            Timestamp::NotAvailable,
-            partition,
-            offset,
-            None,
-        )
-    }
-
-    #[test]
-    fn a_message_that_is_no_envelope_gets_an_id_of_its_place_in_kafka() {
-        let Err(first) = envelope(&garbage(0, 7)) else {
-            panic!("garbage decoded as an envelope");
-        };
-        let Err(again) = envelope(&garbage(0, 7)) else {
-            panic!("garbage decoded as an envelope");
-        };
-        let Err(other) = envelope(&garbage(1, 7)) else {
-            panic!("garbage decoded as an envelope");
-        };
-        assert_eq!(
-            first.event_id, again.event_id,
-            "a redelivery is the same dead letter"
-        );
-        assert_ne!(
-            first.event_id, other.event_id,
-            "another message is another dead letter"
-        );
-        assert!(!first.event_id.is_nil());
-        assert_eq!(first.stream_id, "order-1");
-    }
 }

@@ -1,0 +1,260 @@
+//! A consumer-group member that reads relay messages in batches and commits
+//! offsets by hand, after the caller has handled a batch.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use futures::FutureExt;
+use rdkafka::admin::AdminClient;
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::OwnedMessage;
+use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+
+use super::topics::{self, TopicError};
+use super::Backoff;
+
+/// The default `session.timeout.ms`: how fast a dead member is noticed.
+/// Short, because Tansu hands a new group its first message much sooner
+/// with it (DESIGN.md, "Kafka conventions").
+pub const DEFAULT_SESSION_TIMEOUT_MS: u32 = 6000;
+
+/// The default `max.poll.interval.ms`.
+pub const DEFAULT_MAX_POLL_INTERVAL_MS: u32 = 7000;
+
+/// The default `fetch.wait.max.ms`: low, for produce-to-consume latency.
+pub const DEFAULT_FETCH_WAIT_MAX_MS: u32 = 10;
+
+/// How long one topic-creation request may take.
+const TOPIC_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How a consumer reaches Kafka.
+#[derive(Debug, Clone)]
+pub struct ConsumerSettings {
+    /// `bootstrap.servers`, e.g. `127.0.0.1:9092`.
+    pub brokers: String,
+    /// Topic prefix (`<prefix>.<aggregate>.events`); also prefixes group ids.
+    pub topic_prefix: String,
+    /// Partitions of topics a consumer creates when they are missing.
+    pub partitions: i32,
+    /// Replication factor of topics a consumer creates.
+    pub replication: i32,
+    /// `session.timeout.ms`: how fast a dead member is noticed.
+    pub session_timeout_ms: u32,
+    /// `max.poll.interval.ms`.
+    pub max_poll_interval_ms: u32,
+    /// `fetch.wait.max.ms`: the broker's longest wait before answering a fetch.
+    pub fetch_wait_max_ms: u32,
+    /// Further librdkafka consumer properties, applied last (they override
+    /// the ones above; do not turn `enable.auto.commit` on).
+    pub properties: Vec<(String, String)>,
+}
+
+impl ConsumerSettings {
+    /// The defaults for the Kafka cluster at `brokers`: prefix
+    /// [`topics::DEFAULT_TOPIC_PREFIX`], [`topics::DEFAULT_PARTITIONS`],
+    /// [`topics::DEFAULT_REPLICATION`], [`DEFAULT_SESSION_TIMEOUT_MS`],
+    /// [`DEFAULT_MAX_POLL_INTERVAL_MS`], [`DEFAULT_FETCH_WAIT_MAX_MS`] and
+    /// no further properties.
+    pub fn new(brokers: impl Into<String>) -> Self {
+        ConsumerSettings {
+            brokers: brokers.into(),
+            topic_prefix: topics::DEFAULT_TOPIC_PREFIX.to_owned(),
+            partitions: topics::DEFAULT_PARTITIONS,
+            replication: topics::DEFAULT_REPLICATION,
+            session_timeout_ms: DEFAULT_SESSION_TIMEOUT_MS,
+            max_poll_interval_ms: DEFAULT_MAX_POLL_INTERVAL_MS,
+            fetch_wait_max_ms: DEFAULT_FETCH_WAIT_MAX_MS,
+            properties: Vec::new(),
+        }
+    }
+
+    /// The topic of stream type `stream_type` under this prefix
+    /// ([`topics::topic_for`]).
+    pub fn topic(&self, stream_type: &str) -> String {
+        topics::topic_for(&self.topic_prefix, stream_type)
+    }
+
+    /// The consumer group of `role` under this prefix: `<prefix>.<role>`,
+    /// e.g. `fulcrum.projection.orders` or `fulcrum.saga`.
+    pub fn group_id(&self, role: &str) -> String {
+        format!("{}.{role}", self.topic_prefix)
+    }
+
+    /// The librdkafka configuration of a member of `group_id`: manual
+    /// offset commits, from the earliest offset when the group has none, no
+    /// partition-EOF events, topic metadata refreshed every 5 s (new topics
+    /// are noticed soon), then [`ConsumerSettings::properties`].
+    fn client_config(&self, group_id: &str) -> ClientConfig {
+        let mut client = ClientConfig::new();
+        client
+            .set("bootstrap.servers", &self.brokers)
+            .set("group.id", group_id)
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("enable.partition.eof", "false")
+            .set("session.timeout.ms", self.session_timeout_ms.to_string())
+            .set(
+                "max.poll.interval.ms",
+                self.max_poll_interval_ms.to_string(),
+            )
+            .set("fetch.wait.max.ms", self.fetch_wait_max_ms.to_string())
+            .set("topic.metadata.refresh.interval.ms", "5000");
+        for (key, value) in &self.properties {
+            client.set(key, value);
+        }
+        client
+    }
+}
+
+/// A member of one consumer group, subscribed to its topics, that receives
+/// relay messages in batches and commits their offsets when told to.
+///
+/// Delivery is at least once: offsets are committed only by
+/// [`EventConsumer::commit`], so whatever was received but not committed is
+/// delivered again after a restart or a rebalance. Handle messages
+/// idempotently, by (stream id, version).
+pub struct EventConsumer {
+    consumer: StreamConsumer,
+    group_id: String,
+}
+
+impl EventConsumer {
+    /// Creates the missing `topics` (with the settings' partitions and
+    /// replication), then joins `group_id` and subscribes to `topics`.
+    ///
+    /// Transient topic-creation failures (broker unreachable, timeouts) are
+    /// logged and retried with [`Backoff`] (200 ms up to 5 s) **without
+    /// end**: race this future with your shutdown signal. A permanent
+    /// refusal (see [`topics::create_topics`]) is returned as
+    /// [`KafkaError::AdminOp`], as is a consumer configuration librdkafka
+    /// refuses or a failed subscription.
+    pub async fn subscribe(
+        settings: &ConsumerSettings,
+        group_id: &str,
+        topics: &[String],
+    ) -> Result<EventConsumer, KafkaError> {
+        create_topics(settings, topics).await?;
+        let consumer: StreamConsumer = settings.client_config(group_id).create()?;
+        let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+        consumer.subscribe(&names)?;
+        Ok(EventConsumer {
+            consumer,
+            group_id: group_id.to_owned(),
+        })
+    }
+
+    /// The consumer group this member belongs to.
+    pub fn group_id(&self) -> &str {
+        &self.group_id
+    }
+
+    /// Waits for one message, then takes whatever else is ready without
+    /// waiting, up to `max` messages in all (at least one). Receive errors
+    /// are logged and retried with [`Backoff`] (100 ms up to 5 s), so this
+    /// only returns with messages. Cancel-safe between messages.
+    pub async fn recv_batch(&self, max: usize) -> Vec<OwnedMessage> {
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+        let first = loop {
+            match self.consumer.recv().await {
+                Ok(message) => break message.detach(),
+                Err(error) => {
+                    let delay = backoff.next();
+                    tracing::warn!(group = %self.group_id, %error, retry_in = ?delay, "receiving from kafka failed; retrying");
+                    tokio::time::sleep(delay).await;
+                }
+            }
+        };
+        let mut batch = vec![first];
+        while batch.len() < max {
+            match self.consumer.recv().now_or_never() {
+                Some(Ok(message)) => batch.push(message.detach()),
+                _ => break,
+            }
+        }
+        batch
+    }
+
+    /// Commits, per partition, the offset after the last of `messages`
+    /// (which come in partition order, as [`EventConsumer::recv_batch`]
+    /// returns them). Asynchronous: a lost commit only means a redelivery,
+    /// and is logged.
+    pub fn commit(&self, messages: &[OwnedMessage]) {
+        let mut next: HashMap<(&str, i32), i64> = HashMap::new();
+        for message in messages {
+            next.insert((message.topic(), message.partition()), message.offset() + 1);
+        }
+        if next.is_empty() {
+            return;
+        }
+        let mut list = TopicPartitionList::new();
+        for ((topic, partition), offset) in next {
+            if let Err(error) = list.add_partition_offset(topic, partition, Offset::Offset(offset))
+            {
+                tracing::warn!(%topic, partition, %error, "building the offset commit");
+            }
+        }
+        if let Err(error) = self.consumer.commit(&list, CommitMode::Async) {
+            tracing::warn!(group = %self.group_id, %error, "committing offsets failed; the messages will be redelivered");
+        }
+    }
+}
+
+/// Creates the missing `topics`, retrying transient failures without end.
+async fn create_topics(settings: &ConsumerSettings, topics: &[String]) -> Result<(), KafkaError> {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &settings.brokers)
+        .create()?;
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+    loop {
+        let created = topics::create_topics(
+            &admin,
+            topics,
+            settings.partitions,
+            settings.replication,
+            TOPIC_TIMEOUT,
+        )
+        .await;
+        match created {
+            Ok(_) => return Ok(()),
+            Err(TopicError::Permanent { topic, code }) => {
+                tracing::error!(%topic, ?code, "the broker refuses to create a topic");
+                return Err(KafkaError::AdminOp(code));
+            }
+            Err(TopicError::Transient(error)) => {
+                let delay = backoff.next();
+                tracing::warn!(%error, retry_in = ?delay, "creating topics failed; retrying");
+                tokio::time::sleep(delay).await;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_name_topics_and_groups_under_their_prefix() {
+        let mut settings = ConsumerSettings::new("127.0.0.1:9092");
+        assert_eq!(settings.topic("product"), "fulcrum.catalog.events");
+        assert_eq!(settings.group_id("saga"), "fulcrum.saga");
+        settings.topic_prefix = "t1".into();
+        assert_eq!(settings.topic("order"), "t1.order.events");
+        assert_eq!(
+            settings.group_id("projection.orders"),
+            "t1.projection.orders"
+        );
+    }
+
+    #[test]
+    fn further_properties_override_the_defaults() {
+        let mut settings = ConsumerSettings::new("127.0.0.1:9092");
+        settings.properties = vec![("fetch.wait.max.ms".into(), "500".into())];
+        let config = settings.client_config("g");
+        assert_eq!(config.get("fetch.wait.max.ms"), Some("500"));
+        assert_eq!(config.get("enable.auto.commit"), Some("false"));
+        assert_eq!(config.get("group.id"), Some("g"));
+    }
+}
