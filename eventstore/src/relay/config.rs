@@ -1,0 +1,126 @@
+//! What a relay connects to, how it names, batches and retries.
+
+use std::time::Duration;
+
+use super::RelayError;
+use crate::kafka::topics::{
+    is_valid_topic, topic_for, AGGREGATES, DEFAULT_PARTITIONS, DEFAULT_REPLICATION,
+    DEFAULT_TOPIC_PREFIX,
+};
+#[cfg(doc)]
+use crate::kafka::Backoff;
+
+/// The default checkpoint name of the relay.
+pub const DEFAULT_CHECKPOINT_NAME: &str = "relay";
+
+/// How the relay connects, names, batches and retries.
+#[derive(Debug, Clone)]
+pub struct RelayConfig {
+    /// Kafka bootstrap servers, `host:port[,host:port...]`.
+    pub brokers: String,
+    /// Topic prefix, see [`topic_for`] (default [`DEFAULT_TOPIC_PREFIX`]).
+    pub topic_prefix: String,
+    /// Partitions of the topics the relay creates (default
+    /// [`DEFAULT_PARTITIONS`]).
+    pub partitions: i32,
+    /// Replication factor of the topics the relay creates (default
+    /// [`DEFAULT_REPLICATION`]).
+    pub replication: i32,
+    /// Name of the relay's checkpoint (default [`DEFAULT_CHECKPOINT_NAME`];
+    /// use e.g. `relay.<prefix>` for several relays on one database).
+    pub checkpoint_name: String,
+    /// Most events sent per batch before acknowledgements are awaited and
+    /// the checkpoint is saved (default 500).
+    pub batch_size: usize,
+    /// How long the relay waits for a batch's acknowledgements before it
+    /// purges the producer and sends the unacknowledged rest again (default
+    /// 30 s; the producer itself never times a message out, see the
+    /// [relay documentation](super)). Also bounds admin requests.
+    pub message_timeout: Duration,
+    /// How long the producer waits to fill a request (`linger.ms`, default 5 ms).
+    pub linger: Duration,
+    /// About the first pause before re-sending after a delivery error
+    /// ([`Backoff`]; default 100 ms).
+    pub retry_backoff_min: Duration,
+    /// Longest pause between re-sends; the pause roughly doubles up to it,
+    /// with jitter ([`Backoff`]; default 5 s).
+    pub retry_backoff_max: Duration,
+    /// Longest wait between reads of the events table when no commit
+    /// wake-up arrives (default 50 ms).
+    pub poll_interval: Duration,
+    /// Further librdkafka producer properties, applied last (they override
+    /// the ones above; do not turn idempotence off).
+    pub producer_properties: Vec<(String, String)>,
+}
+
+impl RelayConfig {
+    /// The defaults, for the Kafka cluster at `brokers`.
+    pub fn new(brokers: impl Into<String>) -> Self {
+        RelayConfig {
+            brokers: brokers.into(),
+            topic_prefix: DEFAULT_TOPIC_PREFIX.to_owned(),
+            partitions: DEFAULT_PARTITIONS,
+            replication: DEFAULT_REPLICATION,
+            checkpoint_name: DEFAULT_CHECKPOINT_NAME.to_owned(),
+            batch_size: 500,
+            message_timeout: Duration::from_secs(30),
+            linger: Duration::from_millis(5),
+            retry_backoff_min: Duration::from_millis(100),
+            retry_backoff_max: Duration::from_secs(5),
+            poll_interval: Duration::from_millis(50),
+            producer_properties: Vec::new(),
+        }
+    }
+
+    /// This configuration with topic prefix `prefix`.
+    pub fn with_topic_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.topic_prefix = prefix.into();
+        self
+    }
+
+    /// The topic for events of stream type `stream_type` ([`topic_for`] with this prefix).
+    pub fn topic_for(&self, stream_type: &str) -> String {
+        topic_for(&self.topic_prefix, stream_type)
+    }
+
+    pub(super) fn validate(&self) -> Result<(), RelayError> {
+        let invalid = |what: &str| Err(RelayError::InvalidConfig(what.to_owned()));
+        if self.brokers.trim().is_empty() {
+            return invalid("brokers is empty");
+        }
+        if self.batch_size == 0 {
+            return invalid("batch_size must be at least 1");
+        }
+        if self.partitions < 1 || self.replication < 1 {
+            return invalid("partitions and replication must be at least 1");
+        }
+        if self.checkpoint_name.is_empty() {
+            return invalid("checkpoint_name is empty");
+        }
+        if self.message_timeout < Duration::from_millis(1) {
+            return invalid("message_timeout must be at least 1 ms");
+        }
+        for aggregate in AGGREGATES {
+            let topic = self.topic_for(aggregate);
+            if !is_valid_topic(&topic) {
+                return invalid(&format!("topic prefix makes the invalid topic {topic:?}"));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_config_that_cannot_work_is_refused() {
+        let mut config = RelayConfig::new("127.0.0.1:9092");
+        assert!(config.validate().is_ok());
+        config.batch_size = 0;
+        assert!(config.validate().is_err());
+        let config = RelayConfig::new("127.0.0.1:9092").with_topic_prefix("bad prefix");
+        assert!(config.validate().is_err());
+    }
+}

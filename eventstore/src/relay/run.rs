@@ -1,0 +1,237 @@
+//! The relay's loop: read a batch, make sure its topics exist, publish it,
+//! checkpoint the acknowledged prefix, and after a failure pause and send
+//! the rest again.
+
+use std::future::Future;
+use std::pin::pin;
+use std::time::Duration;
+
+use futures::FutureExt;
+use rdkafka::error::KafkaError;
+use rdkafka::producer::Producer;
+
+use super::outbox::{Fill, Outbox, Outgoing};
+use super::{pause, Relay, RelayError};
+use crate::kafka::topics::{self, TopicError, AGGREGATES};
+use crate::kafka::Backoff;
+use crate::subscribe::SubscribeOptions;
+use crate::{load_checkpoint, save_checkpoint};
+
+/// How a step of the loop ended.
+enum Step {
+    /// Go on with the next batch.
+    Next,
+    /// Shut down.
+    Stop,
+}
+
+impl Relay {
+    /// Runs until `shutdown` resolves; see [`super::run`].
+    pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> Result<(), RelayError> {
+        let mut shutdown = pin!(shutdown.fuse());
+        let mut backoff =
+            Backoff::new(self.config.retry_backoff_min, self.config.retry_backoff_max);
+        if let Step::Stop = self
+            .create_startup_topics(&mut backoff, &mut shutdown)
+            .await?
+        {
+            return Ok(());
+        }
+        backoff.reset();
+
+        let name = &self.config.checkpoint_name;
+        let saved = load_checkpoint(self.store.pool(), name).await?;
+        self.stats.set_checkpoint(saved);
+        tracing::info!(checkpoint = %saved, name = %name, prefix = %self.config.topic_prefix, "relay started");
+        let options = SubscribeOptions {
+            batch_size: i64::try_from(self.config.batch_size).unwrap_or(i64::MAX),
+            poll_interval: self.config.poll_interval,
+        };
+        let prefix = self.config.topic_prefix.clone();
+        let mut outbox = Outbox::open(self.store.clone(), options, prefix, self.stats(), saved);
+
+        self.relay(&mut outbox, &mut backoff, &mut shutdown).await?;
+
+        if let Err(error) = self.producer.flush(self.config.message_timeout) {
+            tracing::warn!(%error, "flushing the producer at shutdown");
+        }
+        tracing::info!(checkpoint = %outbox.saved, unsent = outbox.pending.len(), "relay stopped");
+        Ok(())
+    }
+
+    /// Creates the topics of the known aggregates, before anything is sent,
+    /// retrying transient failures until `shutdown`.
+    async fn create_startup_topics(
+        &mut self,
+        backoff: &mut Backoff,
+        shutdown: &mut (impl Future<Output = ()> + Unpin),
+    ) -> Result<Step, RelayError> {
+        let startup: Vec<String> = AGGREGATES
+            .iter()
+            .map(|a| self.config.topic_for(a))
+            .collect();
+        loop {
+            match self.create_topics(&startup).await {
+                Ok(()) => return Ok(Step::Next),
+                Err(error) => {
+                    if let Step::Stop = on_topic_error(error, backoff, shutdown).await? {
+                        return Ok(Step::Stop);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Relays batch after batch until `shutdown`; the batch in flight then
+    /// is finished first.
+    async fn relay(
+        &mut self,
+        outbox: &mut Outbox,
+        backoff: &mut Backoff,
+        shutdown: &mut (impl Future<Output = ()> + Unpin),
+    ) -> Result<(), RelayError> {
+        let mut stopping = false;
+        loop {
+            match outbox
+                .fill(self.config.batch_size, backoff, shutdown)
+                .await?
+            {
+                Fill::Ready => {}
+                Fill::Retry => continue,
+                Fill::Stop => return Ok(()),
+            }
+            let batch = outbox.pending.len().min(self.config.batch_size);
+            if let Err(error) = self.ensure_topics(outbox.pending.range(..batch)).await {
+                match on_topic_error(error, backoff, shutdown).await? {
+                    Step::Next => continue,
+                    Step::Stop => return Ok(()),
+                }
+            }
+            let results = self.deliver(outbox, batch).await;
+            stopping = stopping || (&mut *shutdown).now_or_never().is_some();
+            let Some(delay) = self.recover(outbox, &results, backoff)? else {
+                if stopping {
+                    return Ok(());
+                }
+                continue;
+            };
+            if stopping || pause(delay, shutdown).await {
+                return Ok(());
+            }
+            self.stats.count_retry();
+        }
+    }
+
+    /// Publishes the first `batch` pending events, awaits every
+    /// acknowledgement and checkpoints the acknowledged prefix (dropping it
+    /// from `pending`). One result per event of the batch.
+    async fn deliver(&mut self, outbox: &mut Outbox, batch: usize) -> Vec<Result<(), KafkaError>> {
+        let results = self.publish(outbox.pending.range(..batch)).await;
+        let acked = results.iter().take_while(|r| r.is_ok()).count();
+        let failed = results.iter().filter(|r| r.is_err()).count();
+        self.stats.count_acked(batch - failed);
+        for out in outbox.pending.range(..acked) {
+            self.stats.note_lag(out.event.recorded_at, true);
+        }
+        if let Some(last) = outbox.pending.drain(..acked).next_back() {
+            let checkpoint = last.event.checkpoint();
+            match save_checkpoint(self.store.pool(), &self.config.checkpoint_name, checkpoint).await
+            {
+                Ok(()) => {
+                    outbox.saved = checkpoint;
+                    self.stats.set_checkpoint(checkpoint);
+                }
+                // The next batch saves a later checkpoint; until then a
+                // restart re-sends a little more.
+                Err(error) => tracing::warn!(%error, "cannot save the relay checkpoint"),
+            }
+        }
+        results
+    }
+
+    /// After a delivery with `results`: `None` when every event was
+    /// acknowledged (the backoff starts over), else the pause before
+    /// re-sending from the first unacknowledged event, with the topics
+    /// forgotten (a broker restarted without its data lost them) and a new
+    /// producer.
+    fn recover(
+        &mut self,
+        outbox: &Outbox,
+        results: &[Result<(), KafkaError>],
+        backoff: &mut Backoff,
+    ) -> Result<Option<Duration>, RelayError> {
+        let failed = results.iter().filter(|r| r.is_err()).count();
+        if failed == 0 {
+            if backoff.failures() > 0 {
+                tracing::info!(checkpoint = %outbox.saved, "relay delivers again");
+            }
+            backoff.reset();
+            return Ok(None);
+        }
+        self.stats.count_delivery_errors(failed);
+        let acked = results.iter().take_while(|r| r.is_ok()).count();
+        self.note_out_of_order(&outbox.pending, &results[acked..]);
+        let first_error = results.iter().find_map(|r| r.as_ref().err());
+        let delay = backoff.next();
+        tracing::warn!(
+            error = ?first_error,
+            failed,
+            sent = results.len(),
+            checkpoint = %outbox.saved,
+            retry_in = ?delay,
+            "delivery failed; re-sending from the first unacknowledged event"
+        );
+        self.topics.clear();
+        self.replace_producer()?;
+        Ok(Some(delay))
+    }
+
+    /// Creates the topics of any stream type in `batch` not seen before.
+    async fn ensure_topics<'a>(
+        &mut self,
+        batch: impl Iterator<Item = &'a Outgoing>,
+    ) -> Result<(), TopicError> {
+        let mut missing: Vec<String> = Vec::new();
+        for out in batch {
+            if !self.topics.contains(&out.topic) && !missing.contains(&out.topic) {
+                missing.push(out.topic.clone());
+            }
+        }
+        if missing.is_empty() {
+            return Ok(());
+        }
+        self.create_topics(&missing).await
+    }
+
+    /// Creates `topics` ([`topics::create_topics`]) and remembers them.
+    async fn create_topics(&mut self, topics: &[String]) -> Result<(), TopicError> {
+        let ready = topics::create_topics(
+            &self.admin,
+            topics,
+            self.config.partitions,
+            self.config.replication,
+            self.config.message_timeout,
+        )
+        .await?;
+        self.topics.extend(ready);
+        Ok(())
+    }
+}
+
+/// Handles a failed topic creation: a permanent one stops the relay, a
+/// transient one is logged and paused for (`Stop` when `shutdown` resolved
+/// meanwhile).
+async fn on_topic_error(
+    error: TopicError,
+    backoff: &mut Backoff,
+    shutdown: &mut (impl Future<Output = ()> + Unpin),
+) -> Result<Step, RelayError> {
+    match error {
+        TopicError::Permanent { topic, code } => Err(RelayError::CreateTopic { topic, code }),
+        TopicError::Transient(error) => {
+            tracing::warn!(%error, "cannot create topics yet; retrying");
+            let stopped = pause(backoff.next(), shutdown).await;
+            Ok(if stopped { Step::Stop } else { Step::Next })
+        }
+    }
+}
