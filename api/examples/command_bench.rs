@@ -88,6 +88,7 @@ async fn main() -> anyhow::Result<()> {
     };
     let state = AppState {
         commands: CommandHandler::new(store.clone(), ExecutorConfig::default()),
+        sagas: saga::SagaStore::new(store.clone()),
         store: store.clone(),
         auth: Arc::new(Authenticator::from_config(&jwt)?),
         projection_on_error: projections::status::OnError::Halt,

@@ -29,6 +29,8 @@ pub struct AppState {
     pub store: EventStore,
     /// Carries out commands.
     pub commands: CommandHandler,
+    /// The order sagas (for the operator routes).
+    pub sagas: saga::SagaStore,
     /// Verifies bearer tokens.
     pub auth: Arc<Authenticator>,
     /// What a rebuild does with an event it cannot apply: as the
@@ -99,6 +101,7 @@ impl Application {
         let mut app = if let Some(auth) = auth {
             let state = AppState {
                 commands: CommandHandler::new(store.clone(), executor),
+                sagas: saga::SagaStore::new(store.clone()),
                 store,
                 auth: Arc::new(auth),
                 projection_on_error: config.kafka.projection_on_error,

@@ -114,19 +114,27 @@ impl CommandHandler {
         let context = CommandContext::caused_by(cause, &request);
         match command {
             ProcessCommand::Inventory { sku, command } => {
-                self.inventory.execute(&sku, command, context, Value::Null).await
+                self.inventory
+                    .execute(&sku, command, context, Value::Null)
+                    .await
             }
             ProcessCommand::Payment { order_id, command } => {
                 let id = order_id.to_string();
-                self.payments.execute(&id, command, context, Value::Null).await
+                self.payments
+                    .execute(&id, command, context, Value::Null)
+                    .await
             }
             ProcessCommand::Shipment { order_id, command } => {
                 let id = order_id.to_string();
-                self.shipments.execute(&id, command, context, Value::Null).await
+                self.shipments
+                    .execute(&id, command, context, Value::Null)
+                    .await
             }
             ProcessCommand::Order { order_id, command } => {
                 let id = order_id.to_string();
-                self.orders.execute(&id, command, context, Value::Null).await
+                self.orders
+                    .execute(&id, command, context, Value::Null)
+                    .await
             }
         }
     }

@@ -58,6 +58,7 @@ impl TestApp {
         let store = db.store();
         let state = AppState {
             commands: CommandHandler::new(store.clone(), ExecutorConfig::default()),
+            sagas: saga::SagaStore::new(store.clone()),
             store,
             auth: Arc::new(Authenticator::from_config(&jwt_config()).unwrap()),
             projection_on_error: OnError::Halt,

@@ -7,6 +7,7 @@ pub mod inventory;
 pub mod orders;
 pub mod products;
 pub mod queries;
+pub mod sagas;
 mod write;
 
 use axum::extract::DefaultBodyLimit;
@@ -39,6 +40,10 @@ pub fn router(state: AppState) -> Router {
             "/admin/projections/{name}/dead-letters",
             get(admin::dead_letters),
         )
+        .route("/admin/sagas", get(sagas::list))
+        .route("/admin/sagas/{id}", get(sagas::detail))
+        .route("/admin/sagas/{id}/retry", post(sagas::retry))
+        .route("/admin/sagas/{id}/abort", post(sagas::abort))
         .route("/stats/sales", get(queries::sales))
         .fallback(not_found);
     Router::new()

@@ -93,9 +93,10 @@ impl Step {
     /// Action or compensation.
     pub fn kind(&self) -> StepKind {
         match self {
-            Step::VoidPayment | Step::RefundPayment | Step::ReleaseStock { .. } | Step::CancelOrder => {
-                StepKind::Compensation
-            }
+            Step::VoidPayment
+            | Step::RefundPayment
+            | Step::ReleaseStock { .. }
+            | Step::CancelOrder => StepKind::Compensation,
             _ => StepKind::Action,
         }
     }

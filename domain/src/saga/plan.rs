@@ -3,8 +3,8 @@
 use chrono::{DateTime, Utc};
 
 use super::{
-    command_id, LineStock, OrderFact, Saga, SagaEvent, SagaStatus, ShipmentFact, Step,
-    StepStatus, Timings,
+    command_id, LineStock, OrderFact, Saga, SagaEvent, SagaStatus, ShipmentFact, Step, StepStatus,
+    Timings,
 };
 use crate::{Aggregate, CancelReason};
 
@@ -141,8 +141,9 @@ impl Saga {
             let current = state.steps.get(&step);
             let next_attempt = current.map_or(1, |s| s.attempt + 1);
             let start = match current.map(|s| s.status) {
-                None
-                | Some(StepStatus::Succeeded | StepStatus::Refused | StepStatus::TimedOut) => true,
+                None | Some(StepStatus::Succeeded | StepStatus::Refused | StepStatus::TimedOut) => {
+                    true
+                }
                 Some(StepStatus::Failed) => current
                     .and_then(|s| s.retry_at)
                     .is_none_or(|retry_at| retry_at <= now),

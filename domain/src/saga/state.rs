@@ -374,7 +374,8 @@ fn apply_fact(saga: &mut Saga, fact: &Fact) {
     let payment = &mut saga.payment;
     match fact {
         Fact::StockReserved { sku, quantity } => {
-            saga.stock.insert(sku.clone(), LineStock::Reserved(*quantity));
+            saga.stock
+                .insert(sku.clone(), LineStock::Reserved(*quantity));
         }
         Fact::StockReservationRejected { sku, .. } => {
             saga.stock.insert(sku.clone(), LineStock::Rejected);

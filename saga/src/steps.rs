@@ -1,0 +1,155 @@
+//! Carrying out one saga step: the command it sends to another aggregate,
+//! and for payment steps the gateway call before it. Every step is safe to
+//! repeat: the gateway is idempotent by key, and commands by their
+//! deterministic id.
+
+use commands::{CausedBy, CommandHandler, ProcessCommand};
+use domain::order::OrderCommand;
+use domain::saga::{Saga, Step};
+use domain::{InventoryCommand, PaymentCommand, ShipmentCommand};
+use uuid::Uuid;
+
+use crate::gateway::{AuthorizationRequest, PaymentGateway};
+
+/// The gateway idempotency key of an order's authorisation. The same for
+/// every attempt, so that a retry never authorises twice.
+pub fn payment_key(order_id: Uuid) -> String {
+    format!("pay-{order_id}")
+}
+
+/// Carries out attempt `command_id` of `step` of `saga`; the error text is
+/// recorded as the attempt's failure.
+pub async fn perform(
+    commands: &CommandHandler,
+    gateway: &dyn PaymentGateway,
+    saga: &Saga,
+    step: &Step,
+    cause: &CausedBy,
+) -> Result<(), String> {
+    let order_id = saga.order_id;
+    let payment = &saga.payment;
+    let authorization = || {
+        payment
+            .authorization_id
+            .clone()
+            .ok_or_else(|| "no authorisation recorded".to_owned())
+    };
+    let command = match step {
+        Step::ReserveStock { sku } => {
+            let quantity = saga
+                .lines
+                .iter()
+                .find(|line| &line.sku == sku)
+                .map(|line| line.quantity)
+                .ok_or_else(|| format!("the order has no line of {sku}"))?;
+            ProcessCommand::Inventory {
+                sku: sku.clone(),
+                command: InventoryCommand::ReserveStock {
+                    sku: sku.clone(),
+                    order_id,
+                    quantity,
+                },
+            }
+        }
+        Step::AuthorizePayment => {
+            let request = AuthorizationRequest {
+                idempotency_key: payment_key(order_id),
+                order_id,
+                amount: saga.total,
+                currency: saga.currency.clone(),
+                payment_method: saga.payment_method.clone(),
+            };
+            // The answer arrives later, through the gateway's callback.
+            return gateway.authorize(&request).await.map_err(|e| e.to_string());
+        }
+        Step::RequestShipment => ProcessCommand::Shipment {
+            order_id,
+            command: ShipmentCommand::RequestShipment {
+                order_id,
+                address: saga
+                    .shipping_address
+                    .clone()
+                    .ok_or_else(|| "no shipping address".to_owned())?,
+            },
+        },
+        Step::CapturePayment => {
+            let authorization_id = authorization()?;
+            gateway
+                .capture(
+                    &format!("capture-{order_id}"),
+                    &authorization_id,
+                    payment.authorized,
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+            payment_command(order_id, PaymentCommand::CapturePayment)
+        }
+        Step::ConfirmOrder => order_command(order_id, OrderCommand::ConfirmOrder),
+        Step::CommitStock { sku } => ProcessCommand::Inventory {
+            sku: sku.clone(),
+            command: InventoryCommand::CommitStock { order_id },
+        },
+        Step::ShipShipment => {
+            let (carrier, tracking_number) = saga
+                .carrier
+                .clone()
+                .ok_or_else(|| "the order's carrier is not known yet".to_owned())?;
+            ProcessCommand::Shipment {
+                order_id,
+                command: ShipmentCommand::ShipShipment {
+                    carrier,
+                    tracking_number,
+                },
+            }
+        }
+        Step::DeliverShipment => ProcessCommand::Shipment {
+            order_id,
+            command: ShipmentCommand::DeliverShipment,
+        },
+        Step::VoidPayment => {
+            let authorization_id = authorization()?;
+            gateway
+                .void(&format!("void-{order_id}"), &authorization_id)
+                .await
+                .map_err(|e| e.to_string())?;
+            payment_command(order_id, PaymentCommand::VoidPayment)
+        }
+        Step::RefundPayment => {
+            let authorization_id = authorization()?;
+            let amount = payment.captured - payment.refunded;
+            // Keyed by what was refunded before: a retry of this refund
+            // repeats the key, a later one (after another capture) does not.
+            let key = format!("refund-{order_id}-{}", payment.refunded);
+            gateway
+                .refund(&key, &authorization_id, amount)
+                .await
+                .map_err(|e| e.to_string())?;
+            payment_command(order_id, PaymentCommand::RefundPayment { amount })
+        }
+        Step::ReleaseStock { sku } => ProcessCommand::Inventory {
+            sku: sku.clone(),
+            command: InventoryCommand::ReleaseStock { order_id },
+        },
+        Step::CancelOrder => order_command(
+            order_id,
+            OrderCommand::CancelOrder {
+                reason: saga
+                    .failure
+                    .ok_or_else(|| "the saga has no reason to cancel".to_owned())?,
+            },
+        ),
+    };
+    commands
+        .dispatch(command, cause)
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+fn payment_command(order_id: Uuid, command: PaymentCommand) -> ProcessCommand {
+    ProcessCommand::Payment { order_id, command }
+}
+
+fn order_command(order_id: Uuid, command: OrderCommand) -> ProcessCommand {
+    ProcessCommand::Order { order_id, command }
+}
