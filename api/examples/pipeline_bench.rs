@@ -156,12 +156,12 @@ async fn main() {
             continue;
         }
         let mut config = ProjectorConfig::new(brokers());
-        config.topic_prefix.clone_from(&prefix);
+        config.kafka.topic_prefix.clone_from(&prefix);
         config.on_error = OnError::Halt;
-        config.fetch_wait_max_ms = fetch_wait_max_ms();
+        config.kafka.fetch_wait_max_ms = fetch_wait_max_ms();
         // BENCH_CONSUMER_PROPERTIES="key=value,key=value" for the projectors.
         if let Ok(properties) = std::env::var("BENCH_CONSUMER_PROPERTIES") {
-            config.consumer_properties = properties
+            config.kafka.properties = properties
                 .split(',')
                 .filter_map(|kv| kv.split_once('='))
                 .map(|(k, v)| (k.to_owned(), v.to_owned()))

@@ -2,6 +2,10 @@
 
 use std::net::SocketAddr;
 
+use eventstore::kafka::{consumer, topics, ConsumerSettings};
+use eventstore::relay::RelayConfig;
+use projections::worker::ProjectorConfig;
+
 /// Settings shared by every subcommand that talks to the database.
 #[derive(Debug, Clone, clap::Args)]
 pub struct DatabaseConfig {
@@ -67,7 +71,8 @@ pub enum Role {
     Projector,
 }
 
-/// Kafka settings shared by the relay and the projectors.
+/// Kafka settings shared by the relay and the projectors. The defaults are
+/// the shared ones of [`eventstore::kafka`].
 #[derive(Debug, Clone, clap::Args)]
 pub struct KafkaConfig {
     /// Bootstrap servers (a local Tansu by default; see scripts/kafka.sh).
@@ -75,27 +80,27 @@ pub struct KafkaConfig {
     pub kafka_brokers: String,
 
     /// Topic prefix: topics are `<prefix>.<aggregate>.events`.
-    #[arg(long, env = "FULCRUM_TOPIC_PREFIX", default_value = "fulcrum")]
+    #[arg(long, env = "FULCRUM_TOPIC_PREFIX", default_value = topics::DEFAULT_TOPIC_PREFIX)]
     pub topic_prefix: String,
 
-    /// Partitions of topics the relay creates.
-    #[arg(long, env = "KAFKA_PARTITIONS", default_value_t = 3)]
+    /// Partitions of topics the relay (or a consumer) creates.
+    #[arg(long, env = "KAFKA_PARTITIONS", default_value_t = topics::DEFAULT_PARTITIONS)]
     pub kafka_partitions: i32,
 
-    /// Replication factor of topics the relay creates.
-    #[arg(long, env = "KAFKA_REPLICATION", default_value_t = 1)]
+    /// Replication factor of topics the relay (or a consumer) creates.
+    #[arg(long, env = "KAFKA_REPLICATION", default_value_t = topics::DEFAULT_REPLICATION)]
     pub kafka_replication: i32,
 
     /// Consumer `session.timeout.ms`.
-    #[arg(long, env = "KAFKA_SESSION_TIMEOUT_MS", default_value_t = 6000)]
+    #[arg(long, env = "KAFKA_SESSION_TIMEOUT_MS", default_value_t = consumer::DEFAULT_SESSION_TIMEOUT_MS)]
     pub kafka_session_timeout_ms: u32,
 
     /// Consumer `max.poll.interval.ms`.
-    #[arg(long, env = "KAFKA_MAX_POLL_INTERVAL_MS", default_value_t = 7000)]
+    #[arg(long, env = "KAFKA_MAX_POLL_INTERVAL_MS", default_value_t = consumer::DEFAULT_MAX_POLL_INTERVAL_MS)]
     pub kafka_max_poll_interval_ms: u32,
 
     /// Consumer `fetch.wait.max.ms` (low: read-model latency).
-    #[arg(long, env = "KAFKA_FETCH_WAIT_MAX_MS", default_value_t = 10)]
+    #[arg(long, env = "KAFKA_FETCH_WAIT_MAX_MS", default_value_t = consumer::DEFAULT_FETCH_WAIT_MAX_MS)]
     pub kafka_fetch_wait_max_ms: u32,
 
     /// What a projector does after dead-lettering an event it cannot apply: halt or skip.
@@ -105,17 +110,17 @@ pub struct KafkaConfig {
 
 impl KafkaConfig {
     /// The relay's settings.
-    pub fn relay(&self) -> eventstore::relay::RelayConfig {
-        let mut config = eventstore::relay::RelayConfig::new(&self.kafka_brokers);
+    pub fn relay(&self) -> RelayConfig {
+        let mut config = RelayConfig::new(&self.kafka_brokers);
         config.topic_prefix.clone_from(&self.topic_prefix);
         config.partitions = self.kafka_partitions;
         config.replication = self.kafka_replication;
         config
     }
 
-    /// The projectors' settings.
-    pub fn projector(&self) -> projections::worker::ProjectorConfig {
-        projections::worker::ProjectorConfig {
+    /// How any consumer (the projectors, the saga) reaches Kafka.
+    pub fn consumer(&self) -> ConsumerSettings {
+        ConsumerSettings {
             brokers: self.kafka_brokers.clone(),
             topic_prefix: self.topic_prefix.clone(),
             partitions: self.kafka_partitions,
@@ -123,8 +128,15 @@ impl KafkaConfig {
             session_timeout_ms: self.kafka_session_timeout_ms,
             max_poll_interval_ms: self.kafka_max_poll_interval_ms,
             fetch_wait_max_ms: self.kafka_fetch_wait_max_ms,
+            properties: Vec::new(),
+        }
+    }
+
+    /// The projectors' settings.
+    pub fn projector(&self) -> ProjectorConfig {
+        ProjectorConfig {
+            kafka: self.consumer(),
             on_error: self.projection_on_error,
-            consumer_properties: Vec::new(),
         }
     }
 }

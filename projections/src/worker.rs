@@ -7,23 +7,17 @@
 //! two redelivers the batch, and re-applying it answers `Duplicate` for
 //! every event: read models stay equal to a clean fold.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::Utc;
-use eventstore::kafka::envelope;
+use eventstore::kafka::{envelope, Backoff, ConsumerSettings, EventConsumer};
 use eventstore::{EventStore, RecordedEvent};
 use futures::FutureExt;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::OwnedMessage;
-use rdkafka::types::RDKafkaErrorCode;
-use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 
 use crate::live::LiveBatch;
 use crate::status::{self, OnError, Status};
@@ -35,46 +29,28 @@ const MAX_BATCH: usize = 256;
 /// How a projector reaches Kafka and what it does with poison events.
 #[derive(Debug, Clone)]
 pub struct ProjectorConfig {
-    /// `bootstrap.servers`, e.g. `127.0.0.1:9092`.
-    pub brokers: String,
-    /// Topic prefix (`<prefix>.<aggregate>.events`); also prefixes group ids.
-    pub topic_prefix: String,
-    /// Partitions of topics this projector creates when they are missing.
-    pub partitions: i32,
-    /// Replication factor of topics this projector creates.
-    pub replication: i32,
-    /// `session.timeout.ms`: how fast a dead member is noticed.
-    pub session_timeout_ms: u32,
-    /// `max.poll.interval.ms`.
-    pub max_poll_interval_ms: u32,
-    /// `fetch.wait.max.ms`: the broker's longest wait before answering a fetch.
-    pub fetch_wait_max_ms: u32,
+    /// How the projector's consumer reaches Kafka (brokers, topic prefix,
+    /// the partitions and replication of topics it creates when missing,
+    /// consumer timeouts, further librdkafka properties).
+    pub kafka: ConsumerSettings,
     /// Halt (default) or skip on an event the projection cannot apply.
     pub on_error: OnError,
-    /// Further librdkafka consumer properties, applied last (they override
-    /// the ones above; do not turn `enable.auto.commit` on).
-    pub consumer_properties: Vec<(String, String)>,
 }
 
 impl ProjectorConfig {
-    /// Settings for `brokers` with the defaults `fulcrum serve` uses.
+    /// Settings for `brokers` with the defaults `fulcrum serve` uses
+    /// ([`ConsumerSettings::new`], [`OnError::Halt`]).
     pub fn new(brokers: impl Into<String>) -> Self {
         ProjectorConfig {
-            brokers: brokers.into(),
-            topic_prefix: "fulcrum".into(),
-            partitions: 3,
-            replication: 1,
-            session_timeout_ms: 6000,
-            max_poll_interval_ms: 7000,
-            fetch_wait_max_ms: 10,
+            kafka: ConsumerSettings::new(brokers),
             on_error: OnError::Halt,
-            consumer_properties: Vec::new(),
         }
     }
 
     /// The consumer group of `projection`: `<prefix>.projection.<name>`.
     pub fn group_id(&self, projection: Projection) -> String {
-        format!("{}.projection.{}", self.topic_prefix, projection.name())
+        self.kafka
+            .group_id(&format!("projection.{}", projection.name()))
     }
 
     /// The topics `projection` reads.
@@ -82,7 +58,7 @@ impl ProjectorConfig {
         projection
             .stream_types()
             .iter()
-            .map(|t| eventstore::relay::topic_for(&self.topic_prefix, t))
+            .map(|t| self.kafka.topic(t))
             .collect()
     }
 }
@@ -153,24 +129,12 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ProjectorError> {
     let mut shutdown = std::pin::pin!(shutdown.fuse());
-    tokio::select! {
-        created = ensure_topics(&config, projection) => created?,
-        () = &mut shutdown => return Ok(()),
-    }
-    {
-        // A restart retries a halted projection.
-        let mut conn = store
-            .pool()
-            .acquire()
-            .await
-            .map_err(ProjectionError::from)?;
-        if status::status(store.pool(), projection).await? == Status::Halted {
-            status::set_status(&mut conn, projection, Status::Running, None).await?;
-        }
-    }
+    let Some(mut consumer) = subscribe(&config, projection, &mut shutdown).await? else {
+        return Ok(());
+    };
+    resume_if_halted(&store, projection).await?;
     loop {
-        let consumer = consumer(&config, projection)?;
-        tracing::info!(%projection, group = %config.group_id(projection), "projector started");
+        tracing::info!(%projection, group = %consumer.group_id(), "projector started");
         let stopped = tokio::select! {
             stopped = consume(&store, projection, &config, &consumer, &probe) => stopped?,
             () = &mut shutdown => return Ok(()),
@@ -179,24 +143,15 @@ pub async fn run(
             Stopped::Halted => {
                 tracing::error!(%projection, "projection halted on an event it cannot apply; waiting for its status to be running again");
                 drop(consumer);
-                loop {
-                    tokio::select! {
-                        () = tokio::time::sleep(Duration::from_millis(500)) => {}
-                        () = &mut shutdown => return Ok(()),
-                    }
-                    match status::status(store.pool(), projection).await {
-                        // A rebuild sets the status running when it has
-                        // swapped its tables in; consuming before then would
-                        // write `halted` over `rebuilding`.
-                        Ok(Status::Halted | Status::Rebuilding) => {}
-                        Ok(Status::Running) => break,
-                        Err(error) => {
-                            tracing::warn!(%projection, %error, "reading the projection's status")
-                        }
-                    }
+                if !wait_until_running(&store, projection, &mut shutdown).await {
+                    return Ok(());
                 }
             }
         }
+        consumer = match subscribe(&config, projection, &mut shutdown).await? {
+            Some(consumer) => consumer,
+            None => return Ok(()),
+        };
     }
 }
 
@@ -206,73 +161,57 @@ enum Stopped {
     Halted,
 }
 
-fn consumer(
+/// Joins `projection`'s consumer group (creating missing topics first, see
+/// [`EventConsumer::subscribe`]); `None` when `shutdown` resolved first.
+async fn subscribe(
     config: &ProjectorConfig,
     projection: Projection,
-) -> Result<StreamConsumer, ProjectorError> {
-    let mut client = ClientConfig::new()
-        .set("bootstrap.servers", &config.brokers)
-        .set("group.id", config.group_id(projection))
-        .set("enable.auto.commit", "false")
-        .set("auto.offset.reset", "earliest")
-        .set("enable.partition.eof", "false")
-        .set("session.timeout.ms", config.session_timeout_ms.to_string())
-        .set(
-            "max.poll.interval.ms",
-            config.max_poll_interval_ms.to_string(),
-        )
-        .set("fetch.wait.max.ms", config.fetch_wait_max_ms.to_string())
-        .set("topic.metadata.refresh.interval.ms", "5000")
-        .clone();
-    for (key, value) in &config.consumer_properties {
-        client.set(key, value);
-    }
-    let consumer: StreamConsumer = client.create()?;
+    shutdown: &mut (impl Future<Output = ()> + Unpin),
+) -> Result<Option<EventConsumer>, ProjectorError> {
+    let group_id = config.group_id(projection);
     let topics = config.topics(projection);
-    let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
-    consumer.subscribe(&topics)?;
-    Ok(consumer)
+    tokio::select! {
+        consumer = EventConsumer::subscribe(&config.kafka, &group_id, &topics) => Ok(Some(consumer?)),
+        () = shutdown => Ok(None),
+    }
 }
 
-/// Creates the topics `projection` reads if they are missing (the relay
-/// creates them too; whichever starts first wins).
-async fn ensure_topics(
-    config: &ProjectorConfig,
+/// A restart retries a halted projection: sets its status `running`.
+async fn resume_if_halted(
+    store: &EventStore,
     projection: Projection,
 ) -> Result<(), ProjectorError> {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", &config.brokers)
-        .create()?;
-    let names = config.topics(projection);
-    let topics: Vec<NewTopic<'_>> = names
-        .iter()
-        .map(|name| {
-            NewTopic::new(
-                name,
-                config.partitions,
-                TopicReplication::Fixed(config.replication),
-            )
-        })
-        .collect();
-    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-    let mut backoff = Duration::from_millis(200);
+    let mut conn = store
+        .pool()
+        .acquire()
+        .await
+        .map_err(ProjectionError::from)?;
+    if status::status(store.pool(), projection).await? == Status::Halted {
+        status::set_status(&mut conn, projection, Status::Running, None).await?;
+    }
+    Ok(())
+}
+
+/// Waits until `projection`'s status is `running` again; false when
+/// `shutdown` resolved first.
+async fn wait_until_running(
+    store: &EventStore,
+    projection: Projection,
+    shutdown: &mut (impl Future<Output = ()> + Unpin),
+) -> bool {
     loop {
-        match admin.create_topics(&topics, &options).await {
-            Ok(results) => {
-                for result in results {
-                    match result {
-                        Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-                        Err((topic, code)) => {
-                            tracing::warn!(%topic, ?code, "creating a topic failed");
-                        }
-                    }
-                }
-                return Ok(());
-            }
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_millis(500)) => {}
+            () = &mut *shutdown => return false,
+        }
+        match status::status(store.pool(), projection).await {
+            // A rebuild sets the status running when it has swapped its
+            // tables in; consuming before then would write `halted` over
+            // `rebuilding`.
+            Ok(Status::Halted | Status::Rebuilding) => {}
+            Ok(Status::Running) => return true,
             Err(error) => {
-                tracing::warn!(%error, ?backoff, "creating topics failed; retrying");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
+                tracing::warn!(%projection, %error, "reading the projection's status")
             }
         }
     }
@@ -283,28 +222,11 @@ async fn consume(
     store: &EventStore,
     projection: Projection,
     config: &ProjectorConfig,
-    consumer: &StreamConsumer,
+    consumer: &EventConsumer,
     probe: &ProjectorProbe,
 ) -> Result<Stopped, ProjectorError> {
-    let mut backoff = Duration::from_millis(100);
     loop {
-        let first = match consumer.recv().await {
-            Ok(message) => message.detach(),
-            Err(error) => {
-                tracing::warn!(%projection, %error, "receiving from kafka failed; retrying");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-                continue;
-            }
-        };
-        backoff = Duration::from_millis(100);
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match consumer.recv().now_or_never() {
-                Some(Ok(message)) => batch.push(message.detach()),
-                _ => break,
-            }
-        }
+        let batch = consumer.recv_batch(MAX_BATCH).await;
         let outcome = apply_batch_retrying(store, projection, config.on_error, &batch, probe).await;
         let committed = match outcome {
             BatchOutcome::Done => batch.as_slice(),
@@ -316,31 +238,10 @@ async fn consume(
         {
             return Err(ProjectorError::Crashed);
         }
-        commit_offsets(consumer, committed);
+        consumer.commit(committed);
         if matches!(outcome, BatchOutcome::Halted { .. }) {
             return Ok(Stopped::Halted);
         }
-    }
-}
-
-/// Commits, per partition, the offset after the last message of `messages`.
-fn commit_offsets(consumer: &StreamConsumer, messages: &[OwnedMessage]) {
-    let mut next: HashMap<(&str, i32), i64> = HashMap::new();
-    for message in messages {
-        next.insert((message.topic(), message.partition()), message.offset() + 1);
-    }
-    if next.is_empty() {
-        return;
-    }
-    let mut list = TopicPartitionList::new();
-    for ((topic, partition), offset) in next {
-        if let Err(error) = list.add_partition_offset(topic, partition, Offset::Offset(offset)) {
-            tracing::warn!(%topic, partition, %error, "building the offset commit");
-        }
-    }
-    // Async: a lost commit only means a redelivery, which is harmless.
-    if let Err(error) = consumer.commit(&list, CommitMode::Async) {
-        tracing::warn!(%error, "committing offsets failed; the batch will be redelivered");
     }
 }
 
@@ -363,14 +264,14 @@ async fn apply_batch_retrying(
     batch: &[OwnedMessage],
     probe: &ProjectorProbe,
 ) -> BatchOutcome {
-    let mut backoff = Duration::from_millis(100);
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
     loop {
         match apply_batch(store, projection, on_error, batch, probe).await {
             Ok(outcome) => return outcome,
             Err(error) => {
-                tracing::warn!(%projection, %error, ?backoff, "applying a batch failed; retrying");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
+                let delay = backoff.next();
+                tracing::warn!(%projection, %error, retry_in = ?delay, "applying a batch failed; retrying");
+                tokio::time::sleep(delay).await;
             }
         }
     }

@@ -69,7 +69,7 @@ impl Pipeline {
 
     fn config(&self, on_error: OnError) -> ProjectorConfig {
         let mut config = ProjectorConfig::new(brokers());
-        config.topic_prefix.clone_from(&self.prefix);
+        config.kafka.topic_prefix.clone_from(&self.prefix);
         config.on_error = on_error;
         config
     }
