@@ -1,6 +1,7 @@
 //! Typed configuration from the environment (or flags).
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use eventstore::kafka::{consumer, topics, ConsumerSettings};
 use eventstore::relay::RelayConfig;
@@ -45,19 +46,65 @@ pub struct ServeConfig {
     pub snapshot_every: u64,
 
     /// Roles this process runs, comma-separated: api (HTTP), relay (events
-    /// to Kafka), projector (read models from Kafka). Each can run as its own
-    /// process; projectors scale out through Kafka consumer groups.
+    /// to Kafka), projector (read models from Kafka), saga (the order saga
+    /// orchestrator). Each can run as its own process; projectors and
+    /// orchestrators scale out through Kafka consumer groups.
     #[arg(
         long,
         env = "FULCRUM_ROLES",
         value_delimiter = ',',
-        default_value = "api,relay,projector"
+        default_value = "api,relay,projector,saga"
     )]
     pub roles: Vec<Role>,
 
     /// Kafka settings.
     #[command(flatten)]
     pub kafka: KafkaConfig,
+
+    /// Saga settings.
+    #[command(flatten)]
+    pub saga: SagaSettings,
+}
+
+/// Deadlines and retries of the order saga.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SagaSettings {
+    /// The payment step's deadline: an authorisation unanswered this long
+    /// is checked with the gateway, then given up (`payment_timeout`).
+    #[arg(long, env = "FULCRUM_PAYMENT_DEADLINE_MS", default_value_t = 30_000)]
+    pub payment_deadline_ms: u64,
+
+    /// How long any other step waits for its answer before its
+    /// (idempotent) command is sent again.
+    #[arg(long, env = "FULCRUM_SAGA_STEP_CHECK_MS", default_value_t = 10_000)]
+    pub saga_step_check_ms: u64,
+
+    /// Consecutive failures of a step (e.g. a refund the gateway keeps
+    /// refusing) before the saga is `stuck` and waits for an operator.
+    #[arg(long, env = "FULCRUM_SAGA_MAX_ATTEMPTS", default_value_t = 5)]
+    pub saga_max_attempts: u32,
+
+    /// First pause before a failed step is retried; it doubles, with
+    /// jitter, up to `FULCRUM_SAGA_RETRY_MAX_MS`.
+    #[arg(long, env = "FULCRUM_SAGA_RETRY_MIN_MS", default_value_t = 200)]
+    pub saga_retry_min_ms: u64,
+
+    /// Longest pause before a failed step is retried.
+    #[arg(long, env = "FULCRUM_SAGA_RETRY_MAX_MS", default_value_t = 10_000)]
+    pub saga_retry_max_ms: u64,
+}
+
+impl SagaSettings {
+    /// The orchestrator's settings, consuming through `kafka`.
+    pub fn config(&self, kafka: ConsumerSettings) -> saga::SagaConfig {
+        let mut config = saga::SagaConfig::new(kafka);
+        config.payment_deadline = Duration::from_millis(self.payment_deadline_ms);
+        config.step_check = Duration::from_millis(self.saga_step_check_ms);
+        config.max_attempts = self.saga_max_attempts.max(1);
+        config.retry_min = Duration::from_millis(self.saga_retry_min_ms);
+        config.retry_max = Duration::from_millis(self.saga_retry_max_ms.max(self.saga_retry_min_ms));
+        config
+    }
 }
 
 /// A part of the system `fulcrum serve` can run.
@@ -69,6 +116,8 @@ pub enum Role {
     Relay,
     /// Builds the read models from Kafka.
     Projector,
+    /// Runs the order saga (with the sandbox payment gateway).
+    Saga,
 }
 
 /// Kafka settings shared by the relay and the projectors. The defaults are

@@ -18,8 +18,11 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use saga::gateway::{SandboxConfig, SandboxGateway};
+use saga::{Orchestrator, SagaProbe};
+
 use crate::auth::Authenticator;
-use crate::config::{DatabaseConfig, KafkaConfig, Role, ServeConfig};
+use crate::config::{DatabaseConfig, KafkaConfig, Role, SagaSettings, ServeConfig};
 use crate::{routes, telemetry};
 
 /// What every handler can reach.
@@ -56,6 +59,8 @@ struct Background {
     store: EventStore,
     roles: Vec<Role>,
     kafka: KafkaConfig,
+    saga: SagaSettings,
+    executor: ExecutorConfig,
 }
 
 /// Connects to the database (creating it if missing) and applies migrations.
@@ -97,6 +102,8 @@ impl Application {
             store: store.clone(),
             roles: config.roles.clone(),
             kafka: config.kafka.clone(),
+            saga: config.saga.clone(),
+            executor,
         };
         let mut app = if let Some(auth) = auth {
             let state = AppState {
@@ -152,7 +159,7 @@ impl Application {
     /// [`Application::run_until_stopped`] with a custom stop signal.
     pub async fn run_until(self, stop: impl Future<Output = ()>) -> anyhow::Result<()> {
         let (stop_tx, stop_rx) = watch::channel(false);
-        let stopped = move || {
+        let stopped = || {
             let mut rx = stop_rx.clone();
             async move {
                 let _ = rx.wait_for(|stop| *stop).await;
@@ -197,6 +204,9 @@ impl Application {
                     });
                 }
             }
+            if background.roles.contains(&Role::Saga) {
+                spawn_saga(&mut tasks, &background, &stop_rx);
+            }
         }
         let mut failure = None;
         tokio::select! {
@@ -217,6 +227,44 @@ impl Application {
             _ => Ok(()),
         }
     }
+}
+
+/// Starts the order saga: the sandbox payment gateway, its webhook and
+/// the orchestrator, as one role task.
+fn spawn_saga(
+    tasks: &mut JoinSet<(String, anyhow::Result<()>)>,
+    background: &Background,
+    stop: &watch::Receiver<bool>,
+) {
+    let stopped = || {
+        let mut rx = stop.clone();
+        async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        }
+    };
+    let config = background.saga.config(background.kafka.consumer());
+    let (gateway, callbacks) = SandboxGateway::new(SandboxConfig {
+        // `tok_late` approves a second after the saga gave up on it.
+        late_delay: config.payment_deadline + std::time::Duration::from_secs(1),
+        ..SandboxConfig::default()
+    });
+    let sagas = saga::SagaStore::new(background.store.clone());
+    let commands = CommandHandler::new(background.store.clone(), background.executor);
+    let webhook = saga::webhook::run(sagas.clone(), commands.clone(), callbacks, stopped());
+    let orchestrator = Orchestrator::new(
+        sagas,
+        commands,
+        gateway,
+        config,
+        Arc::new(SagaProbe::default()),
+    );
+    let stop = stopped();
+    tasks.spawn(async move {
+        let webhook = tokio::spawn(webhook);
+        let run = orchestrator.run(stop).await.context("saga orchestrator failed");
+        let _ = webhook.await;
+        ("saga".to_owned(), run)
+    });
 }
 
 /// Logs how a role's task ended; an error when it failed, or when it

@@ -66,7 +66,9 @@ impl ProjectorConfig {
 /// Why a projector stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum ProjectorError {
-    /// Kafka refused the consumer's configuration or subscription.
+    /// Kafka refused the consumer's configuration or subscription, or
+    /// refused for good to create a topic (see
+    /// [`EventConsumer::subscribe`]).
     #[error("kafka: {0}")]
     Kafka(#[from] KafkaError),
     /// The database failed outside the retried apply loop.

@@ -4,6 +4,8 @@
 
 use std::sync::Arc;
 
+pub mod system;
+
 use api::auth::{mint_hs256, Authenticator, JwtConfig, Role};
 use api::{AppState, Application};
 use commands::{CommandHandler, ExecutorConfig};
@@ -54,7 +56,12 @@ pub fn token(sub: &str, role: Role) -> String {
 impl TestApp {
     /// Starts a server over a fresh, migrated database.
     pub async fn spawn() -> TestApp {
-        let db = TestDb::with_pool_size(10).await;
+        Self::spawn_with_pool(10).await
+    }
+
+    /// [`TestApp::spawn`] with a pool of `connections`.
+    pub async fn spawn_with_pool(connections: u32) -> TestApp {
+        let db = TestDb::with_pool_size(connections).await;
         let store = db.store();
         let state = AppState {
             commands: CommandHandler::new(store.clone(), ExecutorConfig::default()),
