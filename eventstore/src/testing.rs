@@ -1,4 +1,9 @@
-//! Test support: a freshly created, migrated database per test.
+//! Test support: a freshly created, migrated database per test
+//! ([`TestDb`]) and a Kafka broker of a test's own ([`Broker`]).
+
+mod broker;
+
+pub use broker::Broker;
 
 use std::str::FromStr;
 

@@ -15,14 +15,12 @@
 #![allow(clippy::unwrap_used)]
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::path::PathBuf;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use eventstore::relay::{self, topic_for, Relay, RelayConfig};
-use eventstore::testing::TestDb;
+use eventstore::testing::{Broker, TestDb};
 use eventstore::{
     load_checkpoint, Checkpoint, EventStore, ExpectedVersion, NewEvent, RecordedEvent,
 };
@@ -34,66 +32,6 @@ use serde_json::{json, Value};
 use tokio::sync::oneshot;
 
 const PARTITIONS: i32 = 3;
-
-/// The broker a test talks to: `RELAY_TEST_BROKERS`, or a Tansu of its own,
-/// started with scripts/kafka.sh and stopped when the value is dropped.
-struct Broker {
-    brokers: String,
-    run_dir: Option<PathBuf>,
-}
-
-impl Broker {
-    async fn start() -> Broker {
-        if let Ok(brokers) = std::env::var("RELAY_TEST_BROKERS") {
-            return Broker {
-                brokers,
-                run_dir: None,
-            };
-        }
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let broker = Broker {
-            brokers: format!("127.0.0.1:{port}"),
-            run_dir: Some(
-                std::env::temp_dir()
-                    .join(format!("fulcrum-kafka-{}", uuid::Uuid::new_v4().simple())),
-            ),
-        };
-        let mut start = broker.script("start").unwrap();
-        let status = tokio::task::spawn_blocking(move || start.status())
-            .await
-            .unwrap()
-            .unwrap();
-        assert!(status.success(), "scripts/kafka.sh start failed");
-        broker
-    }
-
-    fn script(&self, command: &str) -> Option<Command> {
-        let run_dir = self.run_dir.as_ref()?;
-        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/kafka.sh");
-        let mut cmd = Command::new("bash");
-        cmd.arg(script)
-            .arg(command)
-            .env("KAFKA_BROKERS", &self.brokers)
-            .env("KAFKA_RUN_DIR", run_dir)
-            .env("TANSU_STORAGE", "memory://tansu/");
-        Some(cmd)
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        if let Some(mut stop) = self.script("stop") {
-            let _ = stop.status();
-        }
-        if let Some(run_dir) = &self.run_dir {
-            let _ = std::fs::remove_dir_all(run_dir);
-        }
-    }
-}
 
 fn prefix() -> String {
     format!("t{}", uuid::Uuid::new_v4().simple())

@@ -25,14 +25,12 @@
 #![allow(clippy::unwrap_used)]
 
 use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use eventstore::relay::{topic_for, Relay, RelayConfig, RelayStats, AGGREGATES};
-use eventstore::testing::TestDb;
+use eventstore::testing::{Broker, TestDb};
 use eventstore::{
     load_checkpoint, Checkpoint, EventStore, ExpectedVersion, NewEvent, RecordedEvent,
 };
@@ -48,68 +46,6 @@ use tokio::task::JoinHandle;
 const PARTITIONS: i32 = 3;
 const WRITERS: usize = 8;
 const PER_WRITER: usize = 200;
-
-/// A Tansu broker of this test's own, started and stopped with scripts/kafka.sh.
-struct Broker {
-    brokers: String,
-    run_dir: PathBuf,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-impl Broker {
-    fn new() -> Broker {
-        let run_dir =
-            std::env::temp_dir().join(format!("fulcrum-kafka-{}", uuid::Uuid::new_v4().simple()));
-        std::fs::create_dir_all(&run_dir).unwrap();
-        Broker {
-            brokers: format!("127.0.0.1:{}", free_port()),
-            run_dir,
-        }
-    }
-
-    fn script(&self, command: &str) -> Command {
-        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/kafka.sh");
-        let mut cmd = Command::new("bash");
-        cmd.arg(script)
-            .arg(command)
-            .env("KAFKA_BROKERS", &self.brokers)
-            .env("KAFKA_RUN_DIR", &self.run_dir)
-            .env("TANSU_STORAGE", "memory://tansu/");
-        cmd
-    }
-
-    async fn run(&self, command: &'static str) {
-        let mut cmd = self.script(command);
-        let status = tokio::task::spawn_blocking(move || cmd.status())
-            .await
-            .unwrap()
-            .unwrap();
-        assert!(status.success(), "scripts/kafka.sh {command} failed");
-    }
-
-    async fn start(&self) {
-        self.run("start").await;
-    }
-
-    /// SIGTERM, and wait for the broker to exit.
-    async fn stop(&self) {
-        self.run("stop").await;
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.script("stop").status();
-        let _ = std::fs::remove_dir_all(&self.run_dir);
-    }
-}
 
 /// A message as a test consumer saw it: (broker life, topic, partition,
 /// offset, stream id, version).
@@ -287,8 +223,8 @@ fn spawn_relay(
 async fn every_event_reaches_kafka_in_stream_order_across_broker_outages() {
     let started = Instant::now();
     let phase = |what: &str| eprintln!("{:>7.1?} {what}", started.elapsed());
-    let broker = Broker::new();
-    broker.start().await;
+    let broker = Broker::own();
+    broker.up().await;
     let db = TestDb::with_pool_size(16).await;
     let store = db.store();
     let prefix = format!("t{}", uuid::Uuid::new_v4().simple());
@@ -373,7 +309,7 @@ async fn every_event_reaches_kafka_in_stream_order_across_broker_outages() {
     // Outage 1: the second quarter is appended while the broker is down.
     // The relay keeps failing and retrying, and delivers once it is back.
     phase("outage 1: stopping the broker");
-    broker.stop().await;
+    broker.down().await;
     collector.stop().await;
     phase("outage 1: the broker is down");
     allowance.store(2 * quarter, Ordering::SeqCst);
@@ -393,7 +329,7 @@ async fn every_event_reaches_kafka_in_stream_order_across_broker_outages() {
         "the checkpoint moved while the broker was down"
     );
     let acked = stats_a.acked();
-    broker.start().await;
+    broker.up().await;
     phase("outage 1: the broker is back");
     wait_until("relay A delivers again", Duration::from_secs(60), || {
         stats_a.acked() > acked
@@ -418,7 +354,7 @@ async fn every_event_reaches_kafka_in_stream_order_across_broker_outages() {
     // saved checkpoint once the broker is back: had A's checkpoint moved
     // past an event the broker did not acknowledge, B would never send it.
     phase("outage 2: stopping the broker");
-    broker.stop().await;
+    broker.down().await;
     collector.stop().await;
     phase("outage 2: the broker is down");
     allowance.store(3 * quarter, Ordering::SeqCst);
@@ -440,7 +376,7 @@ async fn every_event_reaches_kafka_in_stream_order_across_broker_outages() {
         crashed_at, head,
         "the checkpoint moved while the broker was down"
     );
-    broker.start().await;
+    broker.up().await;
     phase("outage 2: the broker is back, relay A was killed");
     let (stats_b, relay_b, stop_b) = spawn_relay(&store, &config);
 
