@@ -1,0 +1,361 @@
+//! The whole system for one test: the HTTP server, the relay, every
+//! projector, the saga orchestrator(s), the sandbox gateway and its
+//! webhook, over a fresh database and a fresh topic prefix on the shared
+//! development broker (`KAFKA_BROKERS`, default 127.0.0.1:9092).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use api::auth::Role;
+use eventstore::kafka::ConsumerSettings;
+use eventstore::relay::RelayConfig;
+use projections::worker::{ProjectorConfig, ProjectorProbe};
+use projections::Projection;
+use saga::gateway::{SandboxConfig, SandboxGateway};
+use saga::{Orchestrator, SagaConfig, SagaError, SagaProbe};
+use serde_json::{json, Value};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+use crate::{token, TestApp};
+
+/// The payment deadline the test systems run with.
+pub const PAYMENT_DEADLINE: Duration = Duration::from_millis(1500);
+
+/// The broker the tests use.
+pub fn brokers() -> String {
+    std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
+}
+
+/// A running system; everything stops when it is dropped.
+pub struct System {
+    /// The HTTP server and its database.
+    pub app: TestApp,
+    /// This system's topic prefix.
+    pub prefix: String,
+    /// The payment gateway (shared by every orchestrator, as an external one would be).
+    pub gateway: Arc<SandboxGateway>,
+    stop: watch::Sender<bool>,
+    orchestrators: Vec<(watch::Sender<bool>, JoinHandle<Result<(), SagaError>>)>,
+}
+
+impl System {
+    /// Starts everything, with `orchestrators` saga orchestrators.
+    pub async fn start(orchestrators: usize) -> System {
+        let app = TestApp::spawn_with_pool(40).await;
+        let prefix = format!("t{}", Uuid::new_v4().simple());
+        let (stop, _) = watch::channel(false);
+        let (gateway, callbacks) = SandboxGateway::new(SandboxConfig {
+            answer_delay: Duration::from_millis(5),
+            late_delay: PAYMENT_DEADLINE + Duration::from_millis(1000),
+        });
+        let mut system = System {
+            app,
+            prefix,
+            gateway,
+            stop,
+            orchestrators: Vec::new(),
+        };
+        let store = system.app.state.store.clone();
+        let relay = RelayConfig::new(brokers()).with_topic_prefix(&system.prefix);
+        let stopped = system.stopped();
+        let relay_store = store.clone();
+        tokio::spawn(async move { eventstore::relay::run(relay_store, relay, stopped).await });
+        for projection in Projection::ALL {
+            let mut config = ProjectorConfig::new(brokers());
+            config.kafka = system.consumer_settings();
+            let (store, stopped) = (store.clone(), system.stopped());
+            tokio::spawn(async move {
+                let probe = Arc::new(ProjectorProbe::default());
+                projections::worker::run(store, projection, config, probe, stopped).await
+            });
+        }
+        let webhook = saga::webhook::run(
+            system.app.state.sagas.clone(),
+            system.app.state.commands.clone(),
+            callbacks,
+            system.stopped(),
+        );
+        tokio::spawn(webhook);
+        for _ in 0..orchestrators {
+            system.start_orchestrator(Arc::new(SagaProbe::default()));
+        }
+        system
+    }
+
+    fn consumer_settings(&self) -> ConsumerSettings {
+        let mut settings = ConsumerSettings::new(brokers());
+        settings.topic_prefix.clone_from(&self.prefix);
+        settings
+    }
+
+    /// The saga settings of the test systems: short deadlines and retries.
+    pub fn saga_config(&self) -> SagaConfig {
+        let mut config = SagaConfig::new(self.consumer_settings());
+        config.payment_deadline = PAYMENT_DEADLINE;
+        config.step_check = Duration::from_secs(2);
+        config.max_attempts = 3;
+        config.retry_min = Duration::from_millis(50);
+        config.retry_max = Duration::from_millis(200);
+        config.sweep_interval = Duration::from_millis(50);
+        config
+    }
+
+    /// Starts one more orchestrator with `probe`; it stops when the system does.
+    pub fn start_orchestrator(&mut self, probe: Arc<SagaProbe>) -> usize {
+        let orchestrator = Orchestrator::new(
+            self.app.state.sagas.clone(),
+            self.app.state.commands.clone(),
+            self.gateway.clone(),
+            self.saga_config(),
+            probe,
+        );
+        let (stop, _) = watch::channel(false);
+        let mut own = stop.subscribe();
+        let all = self.stopped();
+        let stopped = async move {
+            tokio::select! {
+                _ = own.wait_for(|s| *s) => {}
+                () = all => {}
+            }
+        };
+        let handle = tokio::spawn(orchestrator.run(stopped));
+        self.orchestrators.push((stop, handle));
+        self.orchestrators.len() - 1
+    }
+
+    /// Stops orchestrator `index` and answers how it ended.
+    pub async fn stop_orchestrator(&mut self, index: usize) -> Result<(), SagaError> {
+        let (stop, handle) = &mut self.orchestrators[index];
+        let _ = stop.send(true);
+        handle.await.expect("the orchestrator panicked")
+    }
+
+    /// Waits until orchestrator `index` ends by itself (e.g. the crash hook).
+    pub async fn orchestrator_ended(&mut self, index: usize) -> Result<(), SagaError> {
+        let (_, handle) = &mut self.orchestrators[index];
+        tokio::time::timeout(Duration::from_secs(60), handle)
+            .await
+            .expect("the orchestrator did not stop")
+            .expect("the orchestrator panicked")
+    }
+
+    fn stopped(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut rx = self.stop.subscribe();
+        async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        }
+    }
+
+    /// Places an order of `lines` (SKU, quantity) for `customer`, paying
+    /// with `token`, shipping to `country`; answers the order id.
+    pub async fn place(&self, customer: &str, lines: &[(&str, i64)], payment: &str, country: &str) -> Uuid {
+        let body = json!({
+            "lines": lines.iter().map(|(sku, quantity)| json!({"sku": sku, "quantity": quantity})).collect::<Vec<_>>(),
+            "shipping_address": {"name": "Alice", "line1": "1 Main St", "city": "Berlin", "postal_code": "10115", "country": country},
+            "payment_method": payment,
+        });
+        let response = self
+            .app
+            .post("/api/v1/orders", Some(&token(customer, Role::Customer)), &body)
+            .await;
+        assert_eq!(response.status(), 202, "placing an order");
+        let answer: Value = response.json().await.expect("a JSON answer");
+        answer["order_id"]
+            .as_str()
+            .and_then(|id| id.parse().ok())
+            .expect("an order id")
+    }
+
+    /// The saga of `order_id` as the admin route answers it (`None`: 404).
+    pub async fn saga(&self, order_id: Uuid) -> Option<Value> {
+        let response = self
+            .app
+            .get(&format!("/api/v1/admin/sagas/{order_id}"), Some(&token("olga", Role::Operator)))
+            .await;
+        if response.status() == 404 {
+            return None;
+        }
+        assert_eq!(response.status(), 200);
+        Some(response.json().await.expect("a JSON answer"))
+    }
+
+    /// Waits until the saga of `order_id` is `status`; answers it.
+    pub async fn saga_reaches(&self, order_id: Uuid, status: &str) -> Value {
+        self.saga_reaches_any(order_id, &[status]).await
+    }
+
+    /// Waits until the saga of `order_id` is one of `statuses`; answers it.
+    pub async fn saga_reaches_any(&self, order_id: Uuid, statuses: &[&str]) -> Value {
+        let status = statuses.join(" or ");
+        let mut last = None;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if let Some(saga) = self.saga(order_id).await {
+                if statuses.iter().any(|s| saga["status"] == *s) {
+                    return saga;
+                }
+                last = Some(saga);
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("the saga of {order_id} did not reach {status}; last seen: {last:#?}");
+    }
+
+    /// Waits until the order read model shows `order_id` as `status`; answers it.
+    pub async fn order_reaches(&self, order_id: Uuid, status: &str) -> Value {
+        let operator = token("olga", Role::Operator);
+        let mut last = Value::Null;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            let response = self.app.get(&format!("/api/v1/orders/{order_id}"), Some(&operator)).await;
+            if response.status() == 200 {
+                last = response.json().await.expect("a JSON answer");
+                if last["status"] == status {
+                    return last;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("order {order_id} did not reach {status}; last seen: {last:#}");
+    }
+
+    /// Stock of `sku` from the read model, once it equals `expected`
+    /// (`on_hand`, `reserved`), else a failure naming what it was.
+    pub async fn stock_reaches(&self, sku: &str, on_hand: i64, reserved: i64) {
+        let operator = token("olga", Role::Operator);
+        let mut last = Value::Null;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            let response = self.app.get(&format!("/api/v1/inventory/{sku}"), Some(&operator)).await;
+            if response.status() == 200 {
+                last = response.json().await.expect("a JSON answer");
+                if last["on_hand"] == on_hand && last["reserved"] == reserved {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("stock of {sku} did not reach on_hand {on_hand}, reserved {reserved}; last seen: {last:#}");
+    }
+
+    /// Posts `body` to `path` as `operator` and answers the status.
+    pub async fn operator_post(&self, path: &str, body: &Value) -> u16 {
+        let operator = token("olga", Role::Operator);
+        self.app.post(path, Some(&operator), body).await.status().as_u16()
+    }
+
+    /// Checks the invariants over the whole event store, and answers the
+    /// events by stream: stock on hand is received minus committed and
+    /// never negative along the way; reservations are held only by open
+    /// orders; a payment is captured at most once and never after its
+    /// order was cancelled; every authorisation of a cancelled order is
+    /// voided or refunded; no command was applied twice.
+    pub async fn check_invariants(&self) -> BTreeMap<String, Vec<Value>> {
+        let events = self.app.audit_events().await;
+        let mut streams: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+        let mut applied: HashSet<(String, String, String)> = HashSet::new();
+        for event in &events {
+            let stream = event["stream_id"].as_str().unwrap_or_default().to_owned();
+            if let Some(command_id) = event["metadata"]["command_id"].as_str() {
+                if !stream.starts_with("saga-") {
+                    let key = (
+                        stream.clone(),
+                        command_id.to_owned(),
+                        event["event_type"].as_str().unwrap_or_default().to_owned(),
+                    );
+                    assert!(applied.insert(key.clone()), "command applied twice: {key:?}");
+                }
+            }
+            streams.entry(stream).or_default().push(event.clone());
+        }
+        let mut order_status: HashMap<String, String> = HashMap::new();
+        for (stream, events) in &streams {
+            if let Some(order) = stream.strip_prefix("order-") {
+                let last = events.iter().rev().find_map(|e| match e["event_type"].as_str() {
+                    Some("OrderPlaced") => Some("placed"),
+                    Some("OrderConfirmed") => Some("confirmed"),
+                    Some("OrderShipped") => Some("shipped"),
+                    Some("OrderDelivered") => Some("delivered"),
+                    Some("OrderCancelled") => Some("cancelled"),
+                    _ => None,
+                });
+                order_status.insert(order.to_owned(), last.unwrap_or("unknown").to_owned());
+            }
+        }
+        for (stream, events) in &streams {
+            if stream.starts_with("inventory-") {
+                let (mut on_hand, mut received, mut committed) = (0i64, 0i64, 0i64);
+                let mut held: BTreeMap<String, i64> = BTreeMap::new();
+                for e in events {
+                    let quantity = e["data"]["quantity"].as_i64().unwrap_or(0);
+                    let order = e["data"]["order_id"].as_str().unwrap_or_default().to_owned();
+                    match e["event_type"].as_str() {
+                        Some("StockReceived") => {
+                            on_hand += quantity;
+                            received += quantity;
+                        }
+                        Some("StockReserved") => {
+                            held.insert(order, quantity);
+                        }
+                        Some("StockReleased") => {
+                            held.remove(&order);
+                        }
+                        Some("StockCommitted") => {
+                            held.remove(&order);
+                            on_hand -= quantity;
+                            committed += quantity;
+                        }
+                        _ => {}
+                    }
+                    let reserved: i64 = held.values().sum();
+                    assert!(on_hand >= 0 && reserved <= on_hand, "{stream}: stock went negative");
+                }
+                assert_eq!(on_hand, received - committed, "{stream}: on hand");
+                for order in held.keys() {
+                    let status = order_status.get(order).map(String::as_str);
+                    assert!(
+                        matches!(status, Some("placed" | "confirmed")),
+                        "{stream}: order {order} holds a reservation but is {status:?}"
+                    );
+                }
+            }
+            if let Some(order) = stream.strip_prefix("payment-") {
+                let count = |t: &str| events.iter().filter(|e| e["event_type"] == t).count();
+                assert!(count("PaymentCaptured") <= 1, "{stream}: captured twice");
+                if order_status.get(order).map(String::as_str) == Some("cancelled") {
+                    let captured: i64 = events.iter().filter(|e| e["event_type"] == "PaymentCaptured").filter_map(|e| e["data"]["amount"].as_i64()).sum();
+                    let refunded: i64 = events.iter().filter(|e| e["event_type"] == "PaymentRefunded").filter_map(|e| e["data"]["amount"].as_i64()).sum();
+                    assert_eq!(captured, refunded, "{stream}: a cancelled order keeps money");
+                    if count("PaymentAuthorized") > 0 {
+                        assert!(
+                            count("PaymentVoided") + count("PaymentRefunded") > 0,
+                            "{stream}: an authorisation of a cancelled order was neither voided nor refunded"
+                        );
+                    }
+                    let cancelled_at = streams
+                        .get(&format!("order-{order}"))
+                        .and_then(|o| o.iter().find(|e| e["event_type"] == "OrderCancelled"))
+                        .and_then(|e| e["global_position"].as_i64());
+                    if let Some(cancelled_at) = cancelled_at {
+                        assert!(
+                            !events.iter().any(|e| e["event_type"] == "PaymentCaptured"
+                                && e["global_position"].as_i64() > Some(cancelled_at)),
+                            "{stream}: captured after the order was cancelled"
+                        );
+                    }
+                }
+            }
+        }
+        streams
+    }
+}
+
+impl Drop for System {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
+}
