@@ -102,7 +102,8 @@ impl SagaSettings {
         config.step_check = Duration::from_millis(self.saga_step_check_ms);
         config.max_attempts = self.saga_max_attempts.max(1);
         config.retry_min = Duration::from_millis(self.saga_retry_min_ms);
-        config.retry_max = Duration::from_millis(self.saga_retry_max_ms.max(self.saga_retry_min_ms));
+        config.retry_max =
+            Duration::from_millis(self.saga_retry_max_ms.max(self.saga_retry_min_ms));
         config
     }
 }

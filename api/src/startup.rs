@@ -261,7 +261,10 @@ fn spawn_saga(
     let stop = stopped();
     tasks.spawn(async move {
         let webhook = tokio::spawn(webhook);
-        let run = orchestrator.run(stop).await.context("saga orchestrator failed");
+        let run = orchestrator
+            .run(stop)
+            .await
+            .context("saga orchestrator failed");
         let _ = webhook.await;
         ("saga".to_owned(), run)
     });

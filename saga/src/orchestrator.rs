@@ -230,12 +230,21 @@ impl Orchestrator {
             };
             counter.fetch_add(1, Ordering::Relaxed);
         }
-        self.carry_out(order_id, changed).await
+        let correlation = cause
+            .correlation_id
+            .unwrap_or_else(|| changed.saga.correlation_id.clone());
+        self.carry_out(order_id, changed, correlation).await
     }
 
     /// After a committed change: the crash hook, then every step the change
-    /// started or rechecked, at once; failures are recorded.
-    async fn carry_out(&self, order_id: Uuid, changed: Changed) -> Result<(), SagaError> {
+    /// started or rechecked, at once, under `correlation_id` (the one of
+    /// the event that made them due); failures are recorded.
+    async fn carry_out(
+        &self,
+        order_id: Uuid,
+        changed: Changed,
+        correlation_id: String,
+    ) -> Result<(), SagaError> {
         if changed.events.is_empty() {
             return Ok(());
         }
@@ -262,7 +271,8 @@ impl Orchestrator {
                 _ => None,
             })
             .collect();
-        self.perform_all(order_id, &changed.saga, due).await
+        self.perform_all(order_id, &changed.saga, due, &correlation_id)
+            .await
     }
 
     async fn perform_all(
@@ -270,6 +280,7 @@ impl Orchestrator {
         order_id: Uuid,
         saga: &domain::Saga,
         due: Vec<(Step, u32, Uuid, String)>,
+        correlation_id: &str,
     ) -> Result<(), SagaError> {
         if due.is_empty() {
             return Ok(());
@@ -279,7 +290,7 @@ impl Orchestrator {
                 .map(|(step, attempt, command_id, causation_id)| async move {
                     let cause = CausedBy {
                         command_id,
-                        correlation_id: saga.correlation_id.clone(),
+                        correlation_id: correlation_id.to_owned(),
                         causation_id,
                         actor: "saga".into(),
                     };
@@ -312,8 +323,10 @@ impl Orchestrator {
                 (step, attempt, error, before + 1)
             })
             .collect();
+        let mut cause = Cause::saga("step-failure");
+        cause.correlation_id = Some(correlation_id.to_owned());
         self.sagas
-            .change(order_id, &Cause::saga("step-failure"), |_, now| {
+            .change(order_id, &cause, |_, now| {
                 failures
                     .iter()
                     .map(|(step, attempt, error, failures)| SagaCommand::Fail {
@@ -359,7 +372,8 @@ impl Orchestrator {
                         })
                     })
                     .collect();
-                self.perform_all(order_id, saga, due).await
+                self.perform_all(order_id, saga, due, &saga.correlation_id)
+                    .await
             })
             .buffer_unordered(16);
         while let Some(result) = work.next().await {
@@ -450,7 +464,8 @@ impl Orchestrator {
                 .sagas
                 .change(order_id, &cause, move |_, _| plan.clone())
                 .await?;
-            return self.carry_out(order_id, changed).await;
+            let correlation = changed.saga.correlation_id.clone();
+            return self.carry_out(order_id, changed, correlation).await;
         }
         let changed = self
             .sagas
@@ -458,7 +473,8 @@ impl Orchestrator {
                 vec![SagaCommand::Advance { now, timings }]
             })
             .await?;
-        self.carry_out(order_id, changed).await
+        let correlation = changed.saga.correlation_id.clone();
+        self.carry_out(order_id, changed, correlation).await
     }
 }
 

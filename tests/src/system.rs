@@ -152,7 +152,13 @@ impl System {
 
     /// Places an order of `lines` (SKU, quantity) for `customer`, paying
     /// with `token`, shipping to `country`; answers the order id.
-    pub async fn place(&self, customer: &str, lines: &[(&str, i64)], payment: &str, country: &str) -> Uuid {
+    pub async fn place(
+        &self,
+        customer: &str,
+        lines: &[(&str, i64)],
+        payment: &str,
+        country: &str,
+    ) -> Uuid {
         let body = json!({
             "lines": lines.iter().map(|(sku, quantity)| json!({"sku": sku, "quantity": quantity})).collect::<Vec<_>>(),
             "shipping_address": {"name": "Alice", "line1": "1 Main St", "city": "Berlin", "postal_code": "10115", "country": country},
@@ -160,7 +166,11 @@ impl System {
         });
         let response = self
             .app
-            .post("/api/v1/orders", Some(&token(customer, Role::Customer)), &body)
+            .post(
+                "/api/v1/orders",
+                Some(&token(customer, Role::Customer)),
+                &body,
+            )
             .await;
         assert_eq!(response.status(), 202, "placing an order");
         let answer: Value = response.json().await.expect("a JSON answer");
@@ -174,7 +184,10 @@ impl System {
     pub async fn saga(&self, order_id: Uuid) -> Option<Value> {
         let response = self
             .app
-            .get(&format!("/api/v1/admin/sagas/{order_id}"), Some(&token("olga", Role::Operator)))
+            .get(
+                &format!("/api/v1/admin/sagas/{order_id}"),
+                Some(&token("olga", Role::Operator)),
+            )
             .await;
         if response.status() == 404 {
             return None;
@@ -211,7 +224,10 @@ impl System {
         let mut last = Value::Null;
         let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {
-            let response = self.app.get(&format!("/api/v1/orders/{order_id}"), Some(&operator)).await;
+            let response = self
+                .app
+                .get(&format!("/api/v1/orders/{order_id}"), Some(&operator))
+                .await;
             if response.status() == 200 {
                 last = response.json().await.expect("a JSON answer");
                 if last["status"] == status {
@@ -230,7 +246,10 @@ impl System {
         let mut last = Value::Null;
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
-            let response = self.app.get(&format!("/api/v1/inventory/{sku}"), Some(&operator)).await;
+            let response = self
+                .app
+                .get(&format!("/api/v1/inventory/{sku}"), Some(&operator))
+                .await;
             if response.status() == 200 {
                 last = response.json().await.expect("a JSON answer");
                 if last["on_hand"] == on_hand && last["reserved"] == reserved {
@@ -245,7 +264,11 @@ impl System {
     /// Posts `body` to `path` as `operator` and answers the status.
     pub async fn operator_post(&self, path: &str, body: &Value) -> u16 {
         let operator = token("olga", Role::Operator);
-        self.app.post(path, Some(&operator), body).await.status().as_u16()
+        self.app
+            .post(path, Some(&operator), body)
+            .await
+            .status()
+            .as_u16()
     }
 
     /// Checks the invariants over the whole event store, and answers the
@@ -267,7 +290,10 @@ impl System {
                         command_id.to_owned(),
                         event["event_type"].as_str().unwrap_or_default().to_owned(),
                     );
-                    assert!(applied.insert(key.clone()), "command applied twice: {key:?}");
+                    assert!(
+                        applied.insert(key.clone()),
+                        "command applied twice: {key:?}"
+                    );
                 }
             }
             streams.entry(stream).or_default().push(event.clone());
@@ -275,14 +301,17 @@ impl System {
         let mut order_status: HashMap<String, String> = HashMap::new();
         for (stream, events) in &streams {
             if let Some(order) = stream.strip_prefix("order-") {
-                let last = events.iter().rev().find_map(|e| match e["event_type"].as_str() {
-                    Some("OrderPlaced") => Some("placed"),
-                    Some("OrderConfirmed") => Some("confirmed"),
-                    Some("OrderShipped") => Some("shipped"),
-                    Some("OrderDelivered") => Some("delivered"),
-                    Some("OrderCancelled") => Some("cancelled"),
-                    _ => None,
-                });
+                let last = events
+                    .iter()
+                    .rev()
+                    .find_map(|e| match e["event_type"].as_str() {
+                        Some("OrderPlaced") => Some("placed"),
+                        Some("OrderConfirmed") => Some("confirmed"),
+                        Some("OrderShipped") => Some("shipped"),
+                        Some("OrderDelivered") => Some("delivered"),
+                        Some("OrderCancelled") => Some("cancelled"),
+                        _ => None,
+                    });
                 order_status.insert(order.to_owned(), last.unwrap_or("unknown").to_owned());
             }
         }
@@ -292,7 +321,10 @@ impl System {
                 let mut held: BTreeMap<String, i64> = BTreeMap::new();
                 for e in events {
                     let quantity = e["data"]["quantity"].as_i64().unwrap_or(0);
-                    let order = e["data"]["order_id"].as_str().unwrap_or_default().to_owned();
+                    let order = e["data"]["order_id"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned();
                     match e["event_type"].as_str() {
                         Some("StockReceived") => {
                             on_hand += quantity;
@@ -312,7 +344,10 @@ impl System {
                         _ => {}
                     }
                     let reserved: i64 = held.values().sum();
-                    assert!(on_hand >= 0 && reserved <= on_hand, "{stream}: stock went negative");
+                    assert!(
+                        on_hand >= 0 && reserved <= on_hand,
+                        "{stream}: stock went negative"
+                    );
                 }
                 assert_eq!(on_hand, received - committed, "{stream}: on hand");
                 for order in held.keys() {
@@ -327,9 +362,20 @@ impl System {
                 let count = |t: &str| events.iter().filter(|e| e["event_type"] == t).count();
                 assert!(count("PaymentCaptured") <= 1, "{stream}: captured twice");
                 if order_status.get(order).map(String::as_str) == Some("cancelled") {
-                    let captured: i64 = events.iter().filter(|e| e["event_type"] == "PaymentCaptured").filter_map(|e| e["data"]["amount"].as_i64()).sum();
-                    let refunded: i64 = events.iter().filter(|e| e["event_type"] == "PaymentRefunded").filter_map(|e| e["data"]["amount"].as_i64()).sum();
-                    assert_eq!(captured, refunded, "{stream}: a cancelled order keeps money");
+                    let captured: i64 = events
+                        .iter()
+                        .filter(|e| e["event_type"] == "PaymentCaptured")
+                        .filter_map(|e| e["data"]["amount"].as_i64())
+                        .sum();
+                    let refunded: i64 = events
+                        .iter()
+                        .filter(|e| e["event_type"] == "PaymentRefunded")
+                        .filter_map(|e| e["data"]["amount"].as_i64())
+                        .sum();
+                    assert_eq!(
+                        captured, refunded,
+                        "{stream}: a cancelled order keeps money"
+                    );
                     if count("PaymentAuthorized") > 0 {
                         assert!(
                             count("PaymentVoided") + count("PaymentRefunded") > 0,

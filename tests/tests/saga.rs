@@ -25,7 +25,11 @@ fn steps(saga: &Value) -> Vec<(String, String, String)> {
                 Some(sku) => format!("{}:{sku}", s["name"].as_str().unwrap()),
                 None => s["name"].as_str().unwrap().to_owned(),
             };
-            (name, s["kind"].as_str().unwrap().to_owned(), s["status"].as_str().unwrap().to_owned())
+            (
+                name,
+                s["kind"].as_str().unwrap().to_owned(),
+                s["status"].as_str().unwrap().to_owned(),
+            )
         })
         .collect()
 }
@@ -39,10 +43,18 @@ fn step<'a>(saga: &'a Value, name: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no step {name} in {saga:#}"))
 }
 
-fn payment_events(streams: &std::collections::BTreeMap<String, Vec<Value>>, order: Uuid) -> Vec<String> {
+fn payment_events(
+    streams: &std::collections::BTreeMap<String, Vec<Value>>,
+    order: Uuid,
+) -> Vec<String> {
     streams
         .get(&format!("payment-{order}"))
-        .map(|events| events.iter().map(|e| e["event_type"].as_str().unwrap().to_owned()).collect())
+        .map(|events| {
+            events
+                .iter()
+                .map(|e| e["event_type"].as_str().unwrap().to_owned())
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -52,34 +64,63 @@ async fn an_order_is_confirmed_shipped_and_delivered_and_its_saga_completes() {
     system.app.given_product("SKU-1", 1250, 10).await;
     system.app.given_product("SKU-2", 300, 5).await;
 
-    let order = system.place("alice", &[("SKU-1", 2), ("SKU-2", 1)], "tok_visa", "DE").await;
+    let order = system
+        .place("alice", &[("SKU-1", 2), ("SKU-2", 1)], "tok_visa", "DE")
+        .await;
 
     let confirmed = system.order_reaches(order, "confirmed").await;
     assert_eq!(confirmed["total"], 2800);
     system.stock_reaches("SKU-1", 10, 2).await;
     let base = format!("/api/v1/orders/{order}");
     let ship = json!({"carrier": "DHL", "tracking_number": "TRK-1"});
-    assert_eq!(system.operator_post(&format!("{base}/ship"), &ship).await, 202);
+    assert_eq!(
+        system.operator_post(&format!("{base}/ship"), &ship).await,
+        202
+    );
     system.order_reaches(order, "shipped").await;
     system.stock_reaches("SKU-1", 8, 0).await;
     system.stock_reaches("SKU-2", 4, 0).await;
-    assert_eq!(system.operator_post(&format!("{base}/deliver"), &json!({})).await, 202);
+    assert_eq!(
+        system
+            .operator_post(&format!("{base}/deliver"), &json!({}))
+            .await,
+        202
+    );
     system.order_reaches(order, "delivered").await;
     let saga = system.saga_reaches(order, "completed").await;
-    let names: Vec<String> = steps(&saga).into_iter().map(|(name, kind, status)| {
-        assert_eq!(kind, "action");
-        assert_eq!(status, "succeeded", "{name}");
-        name
-    }).collect();
-    for expected in ["reserve_stock:SKU-1", "reserve_stock:SKU-2", "authorize_payment", "request_shipment",
-        "capture_payment", "confirm_order", "commit_stock:SKU-1", "commit_stock:SKU-2", "ship_shipment", "deliver_shipment"] {
-        assert!(names.contains(&expected.to_owned()), "{expected} missing from {names:?}");
+    let names: Vec<String> = steps(&saga)
+        .into_iter()
+        .map(|(name, kind, status)| {
+            assert_eq!(kind, "action");
+            assert_eq!(status, "succeeded", "{name}");
+            name
+        })
+        .collect();
+    for expected in [
+        "reserve_stock:SKU-1",
+        "reserve_stock:SKU-2",
+        "authorize_payment",
+        "request_shipment",
+        "capture_payment",
+        "confirm_order",
+        "commit_stock:SKU-1",
+        "commit_stock:SKU-2",
+        "ship_shipment",
+        "deliver_shipment",
+    ] {
+        assert!(
+            names.contains(&expected.to_owned()),
+            "{expected} missing from {names:?}"
+        );
     }
 
     // Cancelling after shipment is refused and changes nothing.
     let before = system.app.audit_events().await.len();
     let alice = token("alice", Role::Customer);
-    let refused = system.app.post(&format!("{base}/cancel"), Some(&alice), &json!({})).await;
+    let refused = system
+        .app
+        .post(&format!("{base}/cancel"), Some(&alice), &json!({}))
+        .await;
     problem(refused, 409).await;
     let streams = system.check_invariants().await;
     assert_eq!(streams.values().map(Vec::len).sum::<usize>(), before);
@@ -87,15 +128,48 @@ async fn an_order_is_confirmed_shipped_and_delivered_and_its_saga_completes() {
         payment_events(&streams, order),
         ["PaymentAuthorized", "PaymentCaptured"]
     );
-    // Every saga command carries the order's correlation id.
-    let correlation = streams[&format!("order-{order}")][0]["metadata"]["correlation_id"].clone();
-    for stream in [format!("payment-{order}"), format!("shipment-{order}"), format!("saga-{order}")] {
+    // What the saga does carries the correlation id of the request that
+    // made it due: placing the order, or the operator's ship notice.
+    let order_stream = &streams[&format!("order-{order}")];
+    let placed = order_stream[0]["metadata"]["correlation_id"].clone();
+    let shipped = order_stream
+        .iter()
+        .find(|e| e["event_type"] == "OrderShipped")
+        .unwrap()["metadata"]["correlation_id"]
+        .clone();
+    assert_ne!(placed, shipped);
+    for stream in [
+        format!("payment-{order}"),
+        format!("shipment-{order}"),
+        "inventory-SKU-1".to_owned(),
+    ] {
         for event in &streams[&stream] {
-            assert_eq!(event["metadata"]["correlation_id"], correlation, "{stream}");
+            let expected = match event["event_type"].as_str().unwrap() {
+                "StockReceived" => continue,
+                "ShipmentShipped" | "StockCommitted" => &shipped,
+                "ShipmentDelivered" => continue,
+                _ => &placed,
+            };
+            assert_eq!(
+                &event["metadata"]["correlation_id"], expected,
+                "{stream} {} (placed {placed}); saga: {:#}",
+                event["event_type"],
+                streams[&format!("saga-{order}")]
+                    .iter()
+                    .map(|e| json!([e["event_type"], e["data"]["step"], e["metadata"]["correlation_id"]]))
+                    .collect::<Value>()
+            );
+            assert!(event["metadata"]["causation_id"].is_string());
         }
     }
     // The sales read model counts the confirmation.
-    let sales: Value = system.app.get("/api/v1/stats/sales", Some(&token("olga", Role::Operator))).await.json().await.unwrap();
+    let sales: Value = system
+        .app
+        .get("/api/v1/stats/sales", Some(&token("olga", Role::Operator)))
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(sales["days"][0]["orders"], 1);
     assert_eq!(sales["days"][0]["revenue"], 2800);
 }
@@ -106,7 +180,9 @@ async fn every_failing_step_is_compensated_and_the_order_cancelled_with_its_reas
     system.app.given_product("A", 100, 100).await;
     system.app.given_product("SCARCE", 100, 1).await;
 
-    let out_of_stock = system.place("bob", &[("A", 2), ("SCARCE", 5)], "tok_visa", "DE").await;
+    let out_of_stock = system
+        .place("bob", &[("A", 2), ("SCARCE", 5)], "tok_visa", "DE")
+        .await;
     let declined = system.place("bob", &[("A", 1)], "tok_declined", "DE").await;
     let timeout = system.place("bob", &[("A", 1)], "tok_timeout", "DE").await;
     let late = system.place("bob", &[("A", 1)], "tok_late", "DE").await;
@@ -128,15 +204,33 @@ async fn every_failing_step_is_compensated_and_the_order_cancelled_with_its_reas
     }
     // The first line of the out-of-stock order was reserved, then released.
     let saga = system.saga(out_of_stock).await.unwrap();
-    assert!(steps(&saga).contains(&("release_stock:A".into(), "compensation".into(), "succeeded".into())));
-    assert!(steps(&saga).contains(&("reserve_stock:SCARCE".into(), "action".into(), "refused".into())));
+    assert!(steps(&saga).contains(&(
+        "release_stock:A".into(),
+        "compensation".into(),
+        "succeeded".into()
+    )));
+    assert!(steps(&saga).contains(&(
+        "reserve_stock:SCARCE".into(),
+        "action".into(),
+        "refused".into()
+    )));
     // The timed-out payment step says so.
-    assert_eq!(step(&system.saga(timeout).await.unwrap(), "authorize_payment")["status"], "timed_out");
+    assert_eq!(
+        step(&system.saga(timeout).await.unwrap(), "authorize_payment")["status"],
+        "timed_out"
+    );
     // The late approval arrives after the saga gave up, and is voided.
     let saga = system.saga(late).await.unwrap();
-    assert_eq!(step(&saga, "void_payment")["status"], "succeeded", "{saga:#}");
+    assert_eq!(
+        step(&saga, "void_payment")["status"],
+        "succeeded",
+        "{saga:#}"
+    );
     // The rejected shipment's authorisation is voided.
-    assert_eq!(step(&system.saga(rejected).await.unwrap(), "void_payment")["status"], "succeeded");
+    assert_eq!(
+        step(&system.saga(rejected).await.unwrap(), "void_payment")["status"],
+        "succeeded"
+    );
     // Flaky: two transient failures, then confirmed.
     system.order_reaches(flaky, "confirmed").await;
     let saga = system.saga(flaky).await.unwrap();
@@ -147,8 +241,14 @@ async fn every_failing_step_is_compensated_and_the_order_cancelled_with_its_reas
     system.stock_reaches("A", 100, 1).await;
     system.stock_reaches("SCARCE", 1, 0).await;
     let streams = system.check_invariants().await;
-    assert_eq!(payment_events(&streams, late), ["PaymentAuthorized", "PaymentVoided"]);
-    assert_eq!(payment_events(&streams, rejected), ["PaymentAuthorized", "PaymentVoided"]);
+    assert_eq!(
+        payment_events(&streams, late),
+        ["PaymentAuthorized", "PaymentVoided"]
+    );
+    assert_eq!(
+        payment_events(&streams, rejected),
+        ["PaymentAuthorized", "PaymentVoided"]
+    );
     assert_eq!(payment_events(&streams, declined), ["PaymentDeclined"]);
     assert!(payment_events(&streams, timeout).is_empty());
     assert!(payment_events(&streams, out_of_stock).is_empty());
@@ -166,9 +266,19 @@ async fn a_cancel_before_shipment_refunds_and_releases_whoever_asks() {
 
     let carol = token("carol", Role::Customer);
     let cancel = |order: Uuid| format!("/api/v1/orders/{order}/cancel");
-    let answer = system.app.post(&cancel(by_customer), Some(&carol), &json!({"reason": "changed my mind"})).await;
+    let answer = system
+        .app
+        .post(
+            &cancel(by_customer),
+            Some(&carol),
+            &json!({"reason": "changed my mind"}),
+        )
+        .await;
     assert_eq!(answer.status(), 202);
-    assert_eq!(system.operator_post(&cancel(by_operator), &json!({})).await, 202);
+    assert_eq!(
+        system.operator_post(&cancel(by_operator), &json!({})).await,
+        202
+    );
 
     for order in [by_customer, by_operator] {
         let cancelled = system.order_reaches(order, "cancelled").await;
@@ -185,7 +295,14 @@ async fn a_cancel_before_shipment_refunds_and_releases_whoever_asks() {
     assert_eq!(system.gateway.refunds().len(), 2);
     // Someone else's order cannot be cancelled.
     let mallory = token("mallory", Role::Customer);
-    problem(system.app.post(&cancel(by_customer), Some(&mallory), &json!({})).await, 403).await;
+    problem(
+        system
+            .app
+            .post(&cancel(by_customer), Some(&mallory), &json!({}))
+            .await,
+        403,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -199,7 +316,10 @@ async fn an_orchestrator_stopped_at_any_step_boundary_resumes_without_acting_twi
         let crashing = system.start_orchestrator(probe.clone());
         let order = system.place("rita", &[("R", 1)], "tok_visa", "DE").await;
         let ended = system.orchestrator_ended(crashing).await;
-        assert!(matches!(ended, Err(saga::SagaError::Crashed)), "boundary {boundary}: {ended:?}");
+        assert!(
+            matches!(ended, Err(saga::SagaError::Crashed)),
+            "boundary {boundary}: {ended:?}"
+        );
 
         let resumed = system.start_orchestrator(Arc::new(SagaProbe::default()));
         system.order_reaches(order, "confirmed").await;
@@ -210,7 +330,12 @@ async fn an_orchestrator_stopped_at_any_step_boundary_resumes_without_acting_twi
     let captures: usize = streams
         .iter()
         .filter(|(id, _)| id.starts_with("payment-"))
-        .map(|(_, events)| events.iter().filter(|e| e["event_type"] == "PaymentCaptured").count())
+        .map(|(_, events)| {
+            events
+                .iter()
+                .filter(|e| e["event_type"] == "PaymentCaptured")
+                .count()
+        })
         .sum();
     assert_eq!(captures, 6);
     assert_eq!(system.gateway.captures().len(), 6);
@@ -222,8 +347,15 @@ async fn two_orchestrators_in_one_group_settle_every_order_once() {
     system.app.given_product("T", 100, 1000).await;
     let mut orders = Vec::new();
     for i in 0..20 {
-        let token = if i % 4 == 0 { "tok_declined" } else { "tok_visa" };
-        orders.push((system.place("tom", &[("T", 1)], token, "DE").await, i % 4 == 0));
+        let token = if i % 4 == 0 {
+            "tok_declined"
+        } else {
+            "tok_visa"
+        };
+        orders.push((
+            system.place("tom", &[("T", 1)], token, "DE").await,
+            i % 4 == 0,
+        ));
     }
     for (order, declined) in &orders {
         let status = if *declined { "cancelled" } else { "confirmed" };
@@ -246,11 +378,25 @@ async fn a_compensation_that_keeps_failing_is_stuck_until_an_operator_retries_or
         let void = step(&saga, "void_payment");
         assert_eq!(void["status"], "stuck");
         assert_eq!(void["attempts"], 3);
-        assert!(void["error"].as_str().unwrap().contains("unavailable"), "{void}");
+        assert!(
+            void["error"].as_str().unwrap().contains("unavailable"),
+            "{void}"
+        );
     }
     let operator = token("olga", Role::Operator);
-    let listed: Value = system.app.get("/api/v1/admin/sagas?status=stuck", Some(&operator)).await.json().await.unwrap();
-    let ids: Vec<&str> = listed["items"].as_array().unwrap().iter().map(|i| i["order_id"].as_str().unwrap()).collect();
+    let listed: Value = system
+        .app
+        .get("/api/v1/admin/sagas?status=stuck", Some(&operator))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let ids: Vec<&str> = listed["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["order_id"].as_str().unwrap())
+        .collect();
     assert_eq!(ids.len(), 2);
     assert!(ids.contains(&retried.to_string().as_str()));
     assert_eq!(listed["items"][0]["step"], "void_payment");
@@ -258,9 +404,20 @@ async fn a_compensation_that_keeps_failing_is_stuck_until_an_operator_retries_or
     // An operator may look but not act; an admin acts.
     let admin = token("ada", Role::Admin);
     let retry = format!("/api/v1/admin/sagas/{retried}/retry");
-    problem(system.app.post(&retry, Some(&operator), &json!({})).await, 403).await;
+    problem(
+        system.app.post(&retry, Some(&operator), &json!({})).await,
+        403,
+    )
+    .await;
     system.gateway.clear_faults();
-    assert_eq!(system.app.post(&retry, Some(&admin), &json!({})).await.status(), 202);
+    assert_eq!(
+        system
+            .app
+            .post(&retry, Some(&admin), &json!({}))
+            .await
+            .status(),
+        202
+    );
     system.saga_reaches(retried, "compensated").await;
     let cancelled = system.order_reaches(retried, "cancelled").await;
     assert_eq!(cancelled["cancel_reason"], "shipment_rejected");
@@ -268,7 +425,10 @@ async fn a_compensation_that_keeps_failing_is_stuck_until_an_operator_retries_or
 
     let abort = format!("/api/v1/admin/sagas/{aborted}/abort");
     problem(system.app.post(&abort, Some(&admin), &json!({})).await, 422).await;
-    let answer = system.app.post(&abort, Some(&admin), &json!({"reason": "refunded by hand"})).await;
+    let answer = system
+        .app
+        .post(&abort, Some(&admin), &json!({"reason": "refunded by hand"}))
+        .await;
     assert_eq!(answer.status(), 202);
     let saga = system.saga(aborted).await.unwrap();
     assert_eq!(saga["status"], "aborted");
@@ -277,7 +437,14 @@ async fn a_compensation_that_keeps_failing_is_stuck_until_an_operator_retries_or
     let last = saga["history"].as_array().unwrap().last().unwrap().clone();
     assert_eq!(last["event_type"], "SagaAborted");
     assert_eq!(last["user_id"], "ada");
-    problem(system.app.post(&abort, Some(&admin), &json!({"reason": "again"})).await, 409).await;
+    problem(
+        system
+            .app
+            .post(&abort, Some(&admin), &json!({"reason": "again"}))
+            .await,
+        409,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -286,20 +453,39 @@ async fn two_hundred_orders_for_fifty_units_confirm_exactly_fifty() {
     system.app.given_product("HOT", 100, 50).await;
     let placing = (0..200).map(|i| {
         let system = system.clone();
-        tokio::spawn(async move { system.place(&format!("c{}", i % 20), &[("HOT", 1)], "tok_visa", "DE").await })
+        tokio::spawn(async move {
+            system
+                .place(&format!("c{}", i % 20), &[("HOT", 1)], "tok_visa", "DE")
+                .await
+        })
     });
-    let orders: Vec<Uuid> = futures::future::join_all(placing).await.into_iter().map(Result::unwrap).collect();
+    let orders: Vec<Uuid> = futures::future::join_all(placing)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
     let (mut confirmed, mut cancelled) = (0, 0);
     for order in &orders {
-        let saga = system.saga_reaches_any(*order, &["running", "compensated"]).await;
+        let saga = system
+            .saga_reaches_any(*order, &["running", "compensated"])
+            .await;
         let _ = saga;
     }
     for order in &orders {
         let operator = token("olga", Role::Operator);
         loop {
-            let body: Value = system.app.get(&format!("/api/v1/orders/{order}"), Some(&operator)).await.json().await.unwrap();
+            let body: Value = system
+                .app
+                .get(&format!("/api/v1/orders/{order}"), Some(&operator))
+                .await
+                .json()
+                .await
+                .unwrap();
             match body["status"].as_str() {
-                Some("confirmed") => { confirmed += 1; break; }
+                Some("confirmed") => {
+                    confirmed += 1;
+                    break;
+                }
                 Some("cancelled") => {
                     assert_eq!(body["cancel_reason"], "out_of_stock");
                     cancelled += 1;
@@ -321,18 +507,69 @@ async fn the_saga_routes_check_the_role_before_anything_else() {
     let operator = token("olga", Role::Operator);
     let unknown = Uuid::new_v4();
     problem(app.get("/api/v1/admin/sagas", Some(&customer)).await, 403).await;
-    problem(app.get(&format!("/api/v1/admin/sagas/{unknown}"), Some(&customer)).await, 403).await;
+    problem(
+        app.get(&format!("/api/v1/admin/sagas/{unknown}"), Some(&customer))
+            .await,
+        403,
+    )
+    .await;
     problem(app.get("/api/v1/admin/sagas", None).await, 401).await;
-    problem(app.post(&format!("/api/v1/admin/sagas/{unknown}/retry"), Some(&customer), &json!({})).await, 403).await;
-    problem(app.get(&format!("/api/v1/admin/sagas/{unknown}"), Some(&operator)).await, 404).await;
-    problem(app.get("/api/v1/admin/sagas/not-a-uuid", Some(&operator)).await, 404).await;
-    let bad = problem(app.get("/api/v1/admin/sagas?status=lost&limit=0&cursor=x&other=1", Some(&operator)).await, 422).await;
-    let fields: Vec<&str> = bad["errors"].as_array().unwrap().iter().map(|e| e["field"].as_str().unwrap()).collect();
+    problem(
+        app.post(
+            &format!("/api/v1/admin/sagas/{unknown}/retry"),
+            Some(&customer),
+            &json!({}),
+        )
+        .await,
+        403,
+    )
+    .await;
+    problem(
+        app.get(&format!("/api/v1/admin/sagas/{unknown}"), Some(&operator))
+            .await,
+        404,
+    )
+    .await;
+    problem(
+        app.get("/api/v1/admin/sagas/not-a-uuid", Some(&operator))
+            .await,
+        404,
+    )
+    .await;
+    let bad = problem(
+        app.get(
+            "/api/v1/admin/sagas?status=lost&limit=0&cursor=x&other=1",
+            Some(&operator),
+        )
+        .await,
+        422,
+    )
+    .await;
+    let fields: Vec<&str> = bad["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap())
+        .collect();
     for field in ["status", "limit", "cursor", "other"] {
         assert!(fields.contains(&field), "{field} not in {fields:?}");
     }
-    let empty: Value = app.get("/api/v1/admin/sagas", Some(&operator)).await.json().await.unwrap();
+    let empty: Value = app
+        .get("/api/v1/admin/sagas", Some(&operator))
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(empty, json!({"items": [], "next_cursor": null}));
     let admin = token("ada", Role::Admin);
-    problem(app.post(&format!("/api/v1/admin/sagas/{unknown}/retry"), Some(&admin), &json!({})).await, 404).await;
+    problem(
+        app.post(
+            &format!("/api/v1/admin/sagas/{unknown}/retry"),
+            Some(&admin),
+            &json!({}),
+        )
+        .await,
+        404,
+    )
+    .await;
 }
