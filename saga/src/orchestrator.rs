@@ -28,6 +28,7 @@ use domain::{DomainEvent, InventoryEvent, PaymentEvent, ShipmentEvent};
 use eventstore::kafka::{envelope, Backoff, EventConsumer};
 use eventstore::RecordedEvent;
 use futures::{FutureExt, StreamExt};
+use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::gateway::{PaymentGateway, RequestStatus};
@@ -95,6 +96,11 @@ impl Orchestrator {
     /// every open saga once, then consumes and runs the timer. Database
     /// and broker errors are retried; it only fails on a configuration
     /// Kafka refuses, or on the test hook.
+    ///
+    /// Stopping is graceful: the consumer and the timer stop between
+    /// batches and ticks, never inside a saga change or a step, so no
+    /// transaction is cut off (a cut-off transaction would hold back every
+    /// gap-free reader until its connection is reaped).
     pub async fn run(self: Arc<Self>, shutdown: impl Future<Output = ()>) -> Result<(), SagaError> {
         let mut shutdown = pin!(shutdown.fuse());
         let (group, topics) = (self.config.group_id(), self.config.topics());
@@ -103,22 +109,42 @@ impl Orchestrator {
             () = &mut shutdown => return Ok(()),
         };
         tracing::info!(group = %self.config.group_id(), "saga orchestrator started");
-        tokio::select! {
-            recovered = self.recover() => recovered?,
-            () = &mut shutdown => return Ok(()),
-        }
-        let timer = self.clone().timer();
-        let consume = self.consume(&consumer);
-        tokio::select! {
-            result = consume => result,
-            result = timer => result,
-            () = &mut shutdown => Ok(()),
-        }
+        self.recover().await?;
+        let (stop, stopping) = watch::channel(false);
+        let consume = self.consume(&consumer, stopping.clone());
+        let timer = self.clone().timer(stopping);
+        let (mut consume, mut timer) = (pin!(consume), pin!(timer));
+        // Whichever ends first (the hook, or shutdown) stops the other at
+        // its next boundary.
+        let (consumed, timed) = tokio::select! {
+            result = &mut consume => (Some(result), None),
+            result = &mut timer => (None, Some(result)),
+            () = &mut shutdown => (None, None),
+        };
+        let _ = stop.send(true);
+        let consumed = match consumed {
+            Some(result) => result,
+            None => consume.await,
+        };
+        let timed = match timed {
+            Some(result) => result,
+            None => timer.await,
+        };
+        consumed.and(timed)
     }
 
-    async fn consume(&self, consumer: &EventConsumer) -> Result<(), SagaError> {
+    /// Consumes batches until `stopping` (checked between batches), or
+    /// until the test hook fires.
+    async fn consume(
+        &self,
+        consumer: &EventConsumer,
+        mut stopping: watch::Receiver<bool>,
+    ) -> Result<(), SagaError> {
         loop {
-            let batch = consumer.recv_batch(self.config.batch_size).await;
+            let batch = tokio::select! {
+                batch = consumer.recv_batch(self.config.batch_size) => batch,
+                _ = stopping.wait_for(|stop| *stop) => return Ok(()),
+            };
             let mut groups: Vec<(Uuid, Vec<(RecordedEvent, Input)>)> = Vec::new();
             let mut index: HashMap<Uuid, usize> = HashMap::new();
             for message in &batch {
@@ -147,28 +173,41 @@ impl Orchestrator {
                     }
                 }
             }
+            let watching = &stopping;
             let mut results = futures::stream::iter(groups)
                 .map(|(order_id, inputs)| async move {
                     for (event, input) in inputs {
-                        self.handle_retrying(order_id, &event, input).await?;
+                        self.handle_retrying(order_id, &event, input, watching)
+                            .await?;
                     }
                     Ok::<(), SagaError>(())
                 })
                 .buffer_unordered(self.config.concurrency.max(1));
+            // Every group runs to a boundary, even when one stops on the
+            // test hook, so that nothing is cut off mid-change.
+            let mut failure = None;
             while let Some(result) = results.next().await {
-                result?;
+                if let Err(error) = result {
+                    failure.get_or_insert(error);
+                }
             }
             drop(results);
+            if let Some(error) = failure {
+                return Err(error);
+            }
             consumer.commit(&batch);
         }
     }
 
-    /// [`Self::handle`], retried with backoff while the database fails.
+    /// [`Self::handle`], retried with backoff while the database fails
+    /// (until the orchestrator is stopping: the batch is then redelivered
+    /// to whoever consumes next).
     async fn handle_retrying(
         &self,
         order_id: Uuid,
         event: &RecordedEvent,
         input: Input,
+        stopping: &watch::Receiver<bool>,
     ) -> Result<(), SagaError> {
         let mut backoff = Backoff::new(self.config.retry_min, self.config.retry_max);
         loop {
@@ -180,6 +219,7 @@ impl Orchestrator {
                     tracing::error!(%order_id, event_id = %event.event_id, %error, "the saga refused an event; discarded");
                     return Ok(());
                 }
+                Err(error) if *stopping.borrow() => return Err(error),
                 Err(error) => {
                     let delay = backoff.next();
                     tracing::warn!(%order_id, %error, ?delay, "handling a saga event failed; retrying");
@@ -386,9 +426,12 @@ impl Orchestrator {
     }
 
     /// Every `sweep_interval`: the sagas whose deadline, retry or check is due.
-    async fn timer(self: Arc<Self>) -> Result<(), SagaError> {
+    async fn timer(self: Arc<Self>, mut stopping: watch::Receiver<bool>) -> Result<(), SagaError> {
         loop {
-            tokio::time::sleep(self.config.sweep_interval).await;
+            tokio::select! {
+                () = tokio::time::sleep(self.config.sweep_interval) => {}
+                _ = stopping.wait_for(|stop| *stop) => return Ok(()),
+            }
             let due: Vec<Uuid> = match sqlx::query_scalar(
                 "SELECT order_id FROM saga_instances WHERE wake_at <= now() ORDER BY wake_at LIMIT 256",
             )
@@ -407,12 +450,16 @@ impl Orchestrator {
                     async move { (order_id, this.tick(order_id).await) }
                 })
                 .buffer_unordered(self.config.concurrency.max(1));
+            let mut crashed = false;
             while let Some((order_id, result)) = work.next().await {
                 match result {
                     Ok(()) => {}
-                    Err(SagaError::Crashed) => return Err(SagaError::Crashed),
+                    Err(SagaError::Crashed) => crashed = true,
                     Err(error) => tracing::warn!(%order_id, %error, "a saga's timer tick failed"),
                 }
+            }
+            if crashed {
+                return Err(SagaError::Crashed);
             }
         }
     }

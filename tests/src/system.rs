@@ -45,6 +45,10 @@ pub struct System {
 impl System {
     /// Starts everything, with `orchestrators` saga orchestrators.
     pub async fn start(orchestrators: usize) -> System {
+        // Logs for a failing test: RUST_LOG=saga=debug cargo test ...
+        if std::env::var_os("RUST_LOG").is_some() {
+            let _ = tracing_subscriber::fmt().with_test_writer().try_init();
+        }
         let app = TestApp::spawn_with_pool(40).await;
         let prefix = format!("t{}", Uuid::new_v4().simple());
         let (stop, _) = watch::channel(false);
@@ -106,11 +110,17 @@ impl System {
 
     /// Starts one more orchestrator with `probe`; it stops when the system does.
     pub fn start_orchestrator(&mut self, probe: Arc<SagaProbe>) -> usize {
+        let config = self.saga_config();
+        self.start_orchestrator_with(probe, config)
+    }
+
+    /// [`System::start_orchestrator`] with settings of the test's own.
+    pub fn start_orchestrator_with(&mut self, probe: Arc<SagaProbe>, config: SagaConfig) -> usize {
         let orchestrator = Orchestrator::new(
             self.app.state.sagas.clone(),
             self.app.state.commands.clone(),
             self.gateway.clone(),
-            self.saga_config(),
+            config,
             probe,
         );
         let (stop, _) = watch::channel(false);
