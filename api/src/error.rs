@@ -203,6 +203,7 @@ impl From<commands::CommandError> for ApiError {
             },
             C::Domain(D::Conflict(message)) => ApiError::Conflict(message),
             C::Domain(D::NotFound(what)) => ApiError::NotFound(format!("{what} not found")),
+            C::Forbidden(message) => ApiError::Forbidden(message),
             C::Contention { .. } => ApiError::Conflict(format!("{error}; retry the request")),
             C::IdempotencyKeyReused => ApiError::Unprocessable {
                 detail: "this Idempotency-Key was already used with a different request".into(),

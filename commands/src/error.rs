@@ -26,6 +26,9 @@ pub enum CommandError {
     /// The event store failed.
     #[error(transparent)]
     Store(StoreError),
+    /// The caller may not act on this aggregate (someone else's order).
+    #[error("{0}")]
+    Forbidden(String),
     /// The task carrying the command out stopped before answering.
     #[error("the command was dropped before it finished")]
     Dropped,

@@ -478,6 +478,7 @@ fn clone_error(error: &CommandError) -> CommandError {
         CommandError::IdempotencyKeyReused => CommandError::IdempotencyKeyReused,
         CommandError::Decode(e) => CommandError::Store(StoreError::Corrupt(e.to_string())),
         CommandError::Dropped => CommandError::Dropped,
+        CommandError::Forbidden(message) => CommandError::Forbidden(message.clone()),
     }
 }
 

@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use domain::order::OrderCommand;
 use domain::{
-    validate_sku, Address, DomainError, FieldError, Inventory, Order, Payment, PricedLine, Product,
-    Shipment,
+    validate_sku, Address, DomainError, FieldError, Inventory, InventoryCommand, Order, Payment,
+    PricedLine, Product, Shipment,
 };
 use eventstore::EventStore;
 use serde_json::json;
@@ -43,6 +43,15 @@ pub struct OrderRequest {
     pub shipping_address: Address,
     /// Payment method token.
     pub payment_method: String,
+}
+
+/// Who acts on an order.
+#[derive(Debug, Clone, Copy)]
+pub struct Actor<'a> {
+    /// The acting user (JWT subject).
+    pub user_id: &'a str,
+    /// Operators and admins act on every order; customers on their own.
+    pub staff: bool,
 }
 
 /// One line of an [`OrderRequest`].
@@ -89,6 +98,55 @@ impl CommandHandler {
         self.orders
             .create(&request.order_id.to_string(), command, context, reply)
             .await
+    }
+
+    /// Receives `quantity` units of `sku` into stock. A SKU the catalogue
+    /// does not define (or a malformed one) is NotFound: stock exists only
+    /// for defined products, whoever sends the receipt.
+    #[tracing::instrument(skip(self, context, reply))]
+    pub async fn receive_stock(
+        &self,
+        sku: &str,
+        quantity: i64,
+        context: CommandContext,
+        reply: serde_json::Value,
+    ) -> Result<Outcome, CommandError> {
+        if validate_sku(sku).is_err() {
+            return Err(DomainError::not_found(format!("product {sku}")).into());
+        }
+        let product = self
+            .products
+            .repository()
+            .load(&domain::stream_id::<Product>(sku))
+            .await?;
+        if !product.state.defined {
+            return Err(DomainError::not_found(format!("product {sku}")).into());
+        }
+        let command = InventoryCommand::ReceiveStock {
+            sku: sku.to_owned(),
+            quantity,
+        };
+        self.inventory.execute(sku, command, context, reply).await
+    }
+
+    /// Checks that order `order_id` exists and that `actor` may act on it:
+    /// staff on any order, a customer on their own (else Forbidden).
+    /// NotFound for an order never placed.
+    pub async fn authorize_order(&self, order_id: Uuid, actor: &Actor<'_>) -> Result<(), CommandError> {
+        let order = self
+            .orders
+            .repository()
+            .load(&domain::stream_id::<Order>(order_id))
+            .await?;
+        if order.state.status.is_none() {
+            return Err(DomainError::not_found(format!("order {order_id}")).into());
+        }
+        if !actor.staff && order.state.customer_id != actor.user_id {
+            return Err(CommandError::Forbidden(
+                "this order belongs to another customer".into(),
+            ));
+        }
+        Ok(())
     }
 
     async fn price(&self, lines: &[RequestedLine]) -> Result<Vec<PricedLine>, CommandError> {

@@ -13,7 +13,7 @@ mod repository;
 pub use context::{CommandContext, Idempotency};
 pub use error::CommandError;
 pub use executor::{Executor, ExecutorConfig};
-pub use handler::{CommandHandler, OrderRequest, RequestedLine};
+pub use handler::{Actor, CommandHandler, OrderRequest, RequestedLine};
 pub use process::{process_key, CausedBy, ProcessCommand};
 pub use repository::{Loaded, Repository, SNAPSHOT_SCHEMA};
 

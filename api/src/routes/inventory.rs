@@ -3,8 +3,8 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
-use domain::inventory::InventoryCommand;
-use domain::Product;
+use commands::CommandError;
+use domain::DomainError;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -36,29 +36,18 @@ pub async fn receive(
     // The role check comes first: a caller without the role learns nothing
     // about the body or the key it sent.
     let (key, body) = (key?, body?);
-    if domain::validate_sku(&sku).is_err() {
-        return Err(ApiError::NotFound(format!("no product {sku}")));
-    }
-    let product = state
-        .commands
-        .products
-        .repository()
-        .load(&domain::stream_id::<Product>(&sku))
-        .await?;
-    if !product.state.defined {
-        return Err(ApiError::NotFound(format!("no product {sku}")));
-    }
     let route = format!("POST /api/v1/inventory/{sku}/receipts");
     let context = context(&caller, correlation, key, &route, &body.raw);
-    let command = InventoryCommand::ReceiveStock {
-        sku: sku.clone(),
-        quantity: body.value.quantity,
-    };
     let reply = json!({"sku": sku});
     let outcome = state
         .commands
-        .inventory
-        .execute(&sku, command, context, reply)
-        .await?;
+        .receive_stock(&sku, body.value.quantity, context, reply)
+        .await
+        .map_err(|error| match error {
+            CommandError::Domain(DomainError::NotFound(_)) => {
+                ApiError::NotFound(format!("no product {sku}"))
+            }
+            other => other.into(),
+        })?;
     Ok(answer(StatusCode::CREATED, outcome))
 }

@@ -4,9 +4,9 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
-use commands::{OrderRequest, RequestedLine};
+use commands::{Actor, CommandError, OrderRequest, RequestedLine};
 use domain::order::OrderCommand;
-use domain::{Address, CancelReason, Order};
+use domain::{Address, CancelReason, DomainError};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -182,20 +182,18 @@ pub async fn deliver(
 async fn find_order(state: &AppState, caller: &Caller, id: &str) -> Result<Uuid, ApiError> {
     let not_found = || ApiError::NotFound(format!("no order {id}"));
     let order_id = Uuid::parse_str(id).map_err(|_| not_found())?;
-    let order = state
+    let actor = Actor {
+        user_id: &caller.user_id,
+        staff: caller.is_staff(),
+    };
+    state
         .commands
-        .orders
-        .repository()
-        .load(&domain::stream_id::<Order>(order_id))
-        .await?;
-    if order.state.status.is_none() {
-        return Err(not_found());
-    }
-    if !caller.is_staff() && order.state.customer_id != caller.user_id {
-        return Err(ApiError::Forbidden(
-            "this order belongs to another customer".into(),
-        ));
-    }
+        .authorize_order(order_id, &actor)
+        .await
+        .map_err(|error| match error {
+            CommandError::Domain(DomainError::NotFound(_)) => not_found(),
+            other => other.into(),
+        })?;
     Ok(order_id)
 }
 
