@@ -92,6 +92,16 @@ pub struct SagaSettings {
     /// Longest pause before a failed step is retried.
     #[arg(long, env = "FULCRUM_SAGA_RETRY_MAX_MS", default_value_t = 10_000)]
     pub saga_retry_max_ms: u64,
+
+    /// Countries the business ships to (ISO codes, comma-separated); a
+    /// shipment elsewhere is rejected. Empty: every country but XX.
+    #[arg(
+        long,
+        env = "FULCRUM_SHIP_TO",
+        value_delimiter = ',',
+        default_value = ""
+    )]
+    pub ship_to: Vec<String>,
 }
 
 impl SagaSettings {
@@ -104,6 +114,12 @@ impl SagaSettings {
         config.retry_min = Duration::from_millis(self.saga_retry_min_ms);
         config.retry_max =
             Duration::from_millis(self.saga_retry_max_ms.max(self.saga_retry_min_ms));
+        config.ship_to = self
+            .ship_to
+            .iter()
+            .map(|c| c.trim().to_owned())
+            .filter(|c| !c.is_empty())
+            .collect();
         config
     }
 }

@@ -132,7 +132,11 @@ impl CommandHandler {
     /// Checks that order `order_id` exists and that `actor` may act on it:
     /// staff on any order, a customer on their own (else Forbidden).
     /// NotFound for an order never placed.
-    pub async fn authorize_order(&self, order_id: Uuid, actor: &Actor<'_>) -> Result<(), CommandError> {
+    pub async fn authorize_order(
+        &self,
+        order_id: Uuid,
+        actor: &Actor<'_>,
+    ) -> Result<(), CommandError> {
         let order = self
             .orders
             .repository()

@@ -32,6 +32,15 @@ pub enum ShipmentCommand {
         /// Where to.
         address: Address,
     },
+    /// Refuses the order's shipment (e.g. a destination outside the
+    /// countries the business ships to). A no-op if already refused;
+    /// Conflict once requested.
+    RejectShipment {
+        /// The order.
+        order_id: Uuid,
+        /// Why; non-blank.
+        reason: String,
+    },
     /// Records that the goods left with a carrier.
     ShipShipment {
         /// Carrier name; non-blank.
@@ -168,6 +177,23 @@ impl Shipment {
         }])
     }
 
+    fn reject(&self, order_id: Uuid, reason: &str) -> Result<Vec<ShipmentEvent>, DomainError> {
+        let mut violations = Violations::new();
+        if order_id.is_nil() {
+            violations.add("order_id", "must not be the nil UUID");
+        }
+        violations.check("reason", validate_text(reason, MAX_TEXT_CHARS));
+        violations.into_result()?;
+        match self.status {
+            None => Ok(vec![ShipmentEvent::ShipmentRejected {
+                order_id,
+                reason: reason.to_owned(),
+            }]),
+            Some(ShipmentStatus::Rejected) if self.order_id == order_id => Ok(vec![]),
+            Some(status) => Err(self.conflict(status, "reject")),
+        }
+    }
+
     fn ship(
         &self,
         carrier: &str,
@@ -211,6 +237,7 @@ impl Aggregate for Shipment {
             ShipmentCommand::RequestShipment { order_id, address } => {
                 self.request(*order_id, address)
             }
+            ShipmentCommand::RejectShipment { order_id, reason } => self.reject(*order_id, reason),
             ShipmentCommand::ShipShipment {
                 carrier,
                 tracking_number,

@@ -335,9 +335,15 @@ impl Orchestrator {
                         actor: "saga".into(),
                     };
                     self.probe.steps.fetch_add(1, Ordering::Relaxed);
-                    let result =
-                        steps::perform(&self.commands, self.gateway.as_ref(), saga, &step, &cause)
-                            .await;
+                    let result = steps::perform(
+                        &self.commands,
+                        self.gateway.as_ref(),
+                        &self.config,
+                        saga,
+                        &step,
+                        &cause,
+                    )
+                    .await;
                     (step, attempt, result)
                 });
         let failed: Vec<(Step, u32, String)> = futures::future::join_all(attempts)

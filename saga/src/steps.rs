@@ -10,6 +10,7 @@ use domain::{InventoryCommand, PaymentCommand, ShipmentCommand};
 use uuid::Uuid;
 
 use crate::gateway::{AuthorizationRequest, PaymentGateway};
+use crate::SagaConfig;
 
 /// The gateway idempotency key of an order's authorisation. The same for
 /// every attempt, so that a retry never authorises twice.
@@ -22,6 +23,7 @@ pub fn payment_key(order_id: Uuid) -> String {
 pub async fn perform(
     commands: &CommandHandler,
     gateway: &dyn PaymentGateway,
+    config: &SagaConfig,
     saga: &Saga,
     step: &Step,
     cause: &CausedBy,
@@ -62,16 +64,21 @@ pub async fn perform(
             // The answer arrives later, through the gateway's callback.
             return gateway.authorize(&request).await.map_err(|e| e.to_string());
         }
-        Step::RequestShipment => ProcessCommand::Shipment {
-            order_id,
-            command: ShipmentCommand::RequestShipment {
-                order_id,
-                address: saga
-                    .shipping_address
-                    .clone()
-                    .ok_or_else(|| "no shipping address".to_owned())?,
-            },
-        },
+        Step::RequestShipment => {
+            let address = saga
+                .shipping_address
+                .clone()
+                .ok_or_else(|| "no shipping address".to_owned())?;
+            let command = if config.ships_to(&address.country) {
+                ShipmentCommand::RequestShipment { order_id, address }
+            } else {
+                ShipmentCommand::RejectShipment {
+                    order_id,
+                    reason: format!("we do not ship to {}", address.country),
+                }
+            };
+            ProcessCommand::Shipment { order_id, command }
+        }
         Step::CapturePayment => {
             let authorization_id = authorization()?;
             gateway

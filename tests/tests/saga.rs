@@ -213,6 +213,7 @@ async fn every_failing_step_is_compensated_and_the_order_cancelled_with_its_reas
     let timeout = system.place("bob", &[("A", 1)], "tok_timeout", "DE").await;
     let late = system.place("bob", &[("A", 1)], "tok_late", "DE").await;
     let rejected = system.place("bob", &[("A", 1)], "tok_visa", "XX").await;
+    let not_shipped_to = system.place("bob", &[("A", 1)], "tok_visa", "FR").await;
     let flaky = system.place("bob", &[("A", 1)], "tok_flaky", "DE").await;
 
     for (order, reason) in [
@@ -221,6 +222,7 @@ async fn every_failing_step_is_compensated_and_the_order_cancelled_with_its_reas
         (timeout, "payment_timeout"),
         (late, "payment_timeout"),
         (rejected, "shipment_rejected"),
+        (not_shipped_to, "shipment_rejected"),
     ] {
         let cancelled = system.order_reaches(order, "cancelled").await;
         assert_eq!(cancelled["cancel_reason"], reason, "{order}");
@@ -274,7 +276,11 @@ async fn every_failing_step_is_compensated_and_the_order_cancelled_with_its_reas
     assert_eq!(payment_events(&streams, declined), ["PaymentDeclined"]);
     assert!(payment_events(&streams, timeout).is_empty());
     assert!(payment_events(&streams, out_of_stock).is_empty());
-    assert_eq!(system.gateway.voids().len(), 2);
+    assert_eq!(
+        payment_events(&streams, not_shipped_to),
+        ["PaymentAuthorized", "PaymentVoided"]
+    );
+    assert_eq!(system.gateway.voids().len(), 3);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

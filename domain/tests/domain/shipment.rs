@@ -168,3 +168,32 @@ fn shipping_a_delivered_shipment_is_a_conflict() {
         .when(ship())
         .then_conflict();
 }
+
+fn reject(reason: &str) -> ShipmentCommand {
+    RejectShipment {
+        order_id: id(),
+        reason: reason.into(),
+    }
+}
+
+#[test]
+fn rejecting_a_shipment_never_requested_records_why_and_a_repeat_does_nothing() {
+    let why = "unsupported destination country XX";
+    let shipment = Shipment::given([])
+        .when(reject(why))
+        .then_events([rejected()]);
+    assert_eq!(shipment.status, Some(ShipmentStatus::Rejected));
+    Shipment::given([rejected()])
+        .when(reject(why))
+        .then_nothing();
+}
+
+#[test]
+fn rejecting_a_requested_shipment_is_a_conflict_and_a_blank_reason_is_invalid() {
+    Shipment::given([requested()])
+        .when(reject("too late"))
+        .then_conflict();
+    Shipment::given([])
+        .when(reject(" "))
+        .then_invalid(&["reason"]);
+}
