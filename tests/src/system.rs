@@ -30,6 +30,9 @@ pub fn brokers() -> String {
     std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
 }
 
+/// One orchestrator's stop switch and its task.
+type Running = (watch::Sender<bool>, JoinHandle<Result<(), SagaError>>);
+
 /// A running system; everything stops when it is dropped.
 pub struct System {
     /// The HTTP server and its database.
@@ -39,7 +42,7 @@ pub struct System {
     /// The payment gateway (shared by every orchestrator, as an external one would be).
     pub gateway: Arc<SandboxGateway>,
     stop: watch::Sender<bool>,
-    orchestrators: Vec<(watch::Sender<bool>, JoinHandle<Result<(), SagaError>>)>,
+    orchestrators: Vec<Running>,
 }
 
 impl System {

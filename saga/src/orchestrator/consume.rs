@@ -1,0 +1,208 @@
+//! Consuming: each message's saga change, then its steps.
+
+use super::*;
+
+impl Orchestrator {
+    /// Consumes batches until `stopping` (checked between batches), or
+    /// until the test hook fires.
+    pub(super) async fn consume(
+        &self,
+        consumer: &EventConsumer,
+        mut stopping: watch::Receiver<bool>,
+    ) -> Result<(), SagaError> {
+        loop {
+            let batch = tokio::select! {
+                batch = consumer.recv_batch(self.config.batch_size) => batch,
+                _ = stopping.wait_for(|stop| *stop) => return Ok(()),
+            };
+            let mut groups: Vec<(Uuid, Vec<(RecordedEvent, Input)>)> = Vec::new();
+            let mut index: HashMap<Uuid, usize> = HashMap::new();
+            for message in &batch {
+                let event = match envelope::decode(message) {
+                    Ok(event) => event,
+                    Err(described) => {
+                        self.probe.discarded.fetch_add(1, Ordering::Relaxed);
+                        tracing::error!(stream = %described.stream_id, event_id = %described.event_id,
+                            "a message on a saga topic is not a Fulcrum event; discarded");
+                        continue;
+                    }
+                };
+                match classify(&event) {
+                    Ok(Some((order_id, input))) => {
+                        let at = *index.entry(order_id).or_insert_with(|| {
+                            groups.push((order_id, Vec::new()));
+                            groups.len() - 1
+                        });
+                        groups[at].1.push((event, input));
+                    }
+                    Ok(None) => {}
+                    Err(error) => {
+                        self.probe.discarded.fetch_add(1, Ordering::Relaxed);
+                        tracing::error!(event_id = %event.event_id, stream = %event.stream_id, %error,
+                            "an event on a saga topic cannot be decoded; discarded");
+                    }
+                }
+            }
+            let watching = &stopping;
+            let mut results = futures::stream::iter(groups)
+                .map(|(order_id, inputs)| async move {
+                    for (event, input) in inputs {
+                        self.handle_retrying(order_id, &event, input, watching)
+                            .await?;
+                    }
+                    Ok::<(), SagaError>(())
+                })
+                .buffer_unordered(self.config.concurrency.max(1));
+            // Every group runs to a boundary, even when one stops on the
+            // test hook, so that nothing is cut off mid-change.
+            let mut failure = None;
+            while let Some(result) = results.next().await {
+                if let Err(error) = result {
+                    failure.get_or_insert(error);
+                }
+            }
+            drop(results);
+            if let Some(error) = failure {
+                return Err(error);
+            }
+            consumer.commit(&batch);
+        }
+    }
+
+    /// [`Self::handle`], retried with backoff while the database fails
+    /// (until the orchestrator is stopping: the batch is then redelivered
+    /// to whoever consumes next).
+    async fn handle_retrying(
+        &self,
+        order_id: Uuid,
+        event: &RecordedEvent,
+        input: Input,
+        stopping: &watch::Receiver<bool>,
+    ) -> Result<(), SagaError> {
+        let mut backoff = Backoff::new(self.config.retry_min, self.config.retry_max);
+        loop {
+            match self.handle(order_id, event, &input).await {
+                Ok(()) => return Ok(()),
+                Err(SagaError::Crashed) => return Err(SagaError::Crashed),
+                Err(SagaError::Domain(error)) => {
+                    self.probe.discarded.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(%order_id, event_id = %event.event_id, %error, "the saga refused an event; discarded");
+                    return Ok(());
+                }
+                Err(error) if *stopping.borrow() => return Err(error),
+                Err(error) => {
+                    let delay = backoff.next();
+                    tracing::warn!(%order_id, %error, ?delay, "handling a saga event failed; retrying");
+                    tokio::time::sleep(delay).await;
+                }
+            }
+        }
+    }
+
+    async fn handle(
+        &self,
+        order_id: Uuid,
+        event: &RecordedEvent,
+        input: &Input,
+    ) -> Result<(), SagaError> {
+        let mut cause = Cause::saga(event.event_id.to_string());
+        cause.correlation_id = text(&event.metadata, "correlation_id");
+        let source = SourceRef {
+            event_id: event.event_id,
+            stream_id: event.stream_id.clone(),
+            version: event.version,
+            event_type: event.event_type.clone(),
+        };
+        let timings = self.config.timings();
+        let changed = self
+            .sagas
+            .change(order_id, &cause, |_, now| {
+                let first = match input {
+                    Input::Start(start) => start.as_ref().clone(),
+                    Input::Fact(fact) => SagaCommand::Observe {
+                        source: source.clone(),
+                        fact: fact.clone(),
+                        now,
+                    },
+                };
+                vec![first, SagaCommand::Advance { now, timings }]
+            })
+            .await?;
+        if matches!(input, Input::Fact(_)) {
+            let observed = changed
+                .events
+                .iter()
+                .any(|e| matches!(e, SagaEvent::SagaEventObserved { .. }));
+            let counter = if observed {
+                &self.probe.observed
+            } else {
+                &self.probe.duplicates
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+        let correlation = cause
+            .correlation_id
+            .unwrap_or_else(|| changed.saga.correlation_id.clone());
+        self.carry_out(order_id, changed, correlation).await
+    }
+}
+
+/// Which saga an event concerns and what it asks of it; `None` for events
+/// that concern no saga (stock receipts, other stream types).
+fn classify(event: &RecordedEvent) -> Result<Option<(Uuid, Input)>, domain::EventDecodeError> {
+    let (event_type, version, data) = (
+        event.event_type.as_str(),
+        event.schema_version,
+        event.data.clone(),
+    );
+    Ok(match event.stream_type.as_str() {
+        "order" => match OrderEvent::from_stored(event_type, version, data)? {
+            OrderEvent::OrderPlaced {
+                order_id,
+                customer_id,
+                lines,
+                total,
+                currency,
+                shipping_address,
+                payment_method,
+            } => Some((
+                order_id,
+                Input::Start(Box::new(SagaCommand::Start {
+                    order_id,
+                    customer_id,
+                    lines,
+                    total,
+                    currency,
+                    shipping_address,
+                    payment_method,
+                    correlation_id: text(&event.metadata, "correlation_id")
+                        .unwrap_or_else(|| event.event_id.to_string()),
+                })),
+            )),
+            other => Fact::from_order(&other).map(|(id, fact)| (id, Input::Fact(fact))),
+        },
+        "inventory" => {
+            Fact::from_inventory(&InventoryEvent::from_stored(event_type, version, data)?)
+                .map(|(id, fact)| (id, Input::Fact(fact)))
+        }
+        "payment" => {
+            let (id, fact) =
+                Fact::from_payment(&PaymentEvent::from_stored(event_type, version, data)?);
+            Some((id, Input::Fact(fact)))
+        }
+        "shipment" => {
+            let (id, fact) =
+                Fact::from_shipment(&ShipmentEvent::from_stored(event_type, version, data)?);
+            Some((id, Input::Fact(fact)))
+        }
+        _ => None,
+    })
+}
+
+/// Metadata `key` as text, if present.
+fn text(metadata: &serde_json::Value, key: &str) -> Option<String> {
+    metadata
+        .get(key)
+        .and_then(|v| v.as_str())
+        .map(str::to_owned)
+}

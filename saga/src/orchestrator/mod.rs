@@ -1,0 +1,255 @@
+//! The orchestrator: consumes the order, inventory, payment and shipment
+//! topics as the consumer group `<prefix>.saga`, records what concerns each
+//! saga, and carries out the steps that follows.
+//!
+//! For each message: one change of the saga (the fact observed and the
+//! steps it makes due, in one append), then the steps, then (per batch)
+//! the Kafka offsets. A crash anywhere redelivers the message; the fact is
+//! then a duplicate (dropped, counted) and the steps, already recorded as
+//! started, are sent again by the recovery pass at start-up or by the
+//! timer: commands are idempotent by their deterministic ids, so nothing
+//! is done twice. Deadlines and retries are due times in the saga's state,
+//! mirrored into `saga_instances.wake_at`, which the timer scans: an
+//! orchestrator restarted after a deadline still fires it, once (the
+//! saga's expected version makes a second firing a no-op).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use commands::{CausedBy, CommandHandler};
+use domain::order::OrderEvent;
+use domain::saga::{Fact, SagaCommand, SagaEvent, SourceRef, Step, StepStatus};
+use domain::{DomainEvent, InventoryEvent, PaymentEvent, ShipmentEvent};
+use eventstore::kafka::{envelope, Backoff, EventConsumer};
+use eventstore::RecordedEvent;
+use futures::{FutureExt, StreamExt};
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use crate::gateway::{PaymentGateway, RequestStatus};
+use crate::steps::{self, payment_key};
+use crate::store::{Cause, Changed, SagaStore};
+use crate::webhook;
+use crate::{SagaConfig, SagaError};
+
+mod consume;
+mod timer;
+
+/// Counters and a fault hook, for tests, benchmarks and operators.
+#[derive(Debug, Default)]
+pub struct SagaProbe {
+    /// Messages that concerned a saga and were recorded.
+    pub observed: AtomicU64,
+    /// Redelivered messages dropped as duplicates.
+    pub duplicates: AtomicU64,
+    /// Messages that could not be read as events (logged as errors).
+    pub discarded: AtomicU64,
+    /// Step attempts carried out (sent, or re-sent).
+    pub steps: AtomicU64,
+    /// Step attempts that failed.
+    pub failures: AtomicU64,
+    /// Saga changes committed.
+    pub changes: AtomicU64,
+    /// When non-zero: once this many saga changes committed, the
+    /// orchestrator stops with [`SagaError::Crashed`] before carrying out
+    /// the steps of the last one or committing offsets (the test hook that
+    /// stops it at a step boundary).
+    pub crash_after_changes: AtomicU64,
+}
+
+/// The orchestrator of one process.
+pub struct Orchestrator {
+    sagas: SagaStore,
+    commands: CommandHandler,
+    gateway: Arc<dyn PaymentGateway>,
+    config: SagaConfig,
+    probe: Arc<SagaProbe>,
+}
+
+/// What a message asks of a saga.
+enum Input {
+    Start(Box<SagaCommand>),
+    Fact(Fact),
+}
+
+impl Orchestrator {
+    /// An orchestrator carrying out steps through `commands` and `gateway`.
+    pub fn new(
+        sagas: SagaStore,
+        commands: CommandHandler,
+        gateway: Arc<dyn PaymentGateway>,
+        config: SagaConfig,
+        probe: Arc<SagaProbe>,
+    ) -> Arc<Self> {
+        Arc::new(Orchestrator {
+            sagas,
+            commands,
+            gateway,
+            config,
+            probe,
+        })
+    }
+
+    /// Runs until `shutdown` resolves: re-sends the unanswered steps of
+    /// every open saga once, then consumes and runs the timer. Database
+    /// and broker errors are retried; it only fails on a configuration
+    /// Kafka refuses, or on the test hook.
+    ///
+    /// Stopping is graceful: the consumer and the timer stop between
+    /// batches and ticks, never inside a saga change or a step, so no
+    /// transaction is cut off (a cut-off transaction would hold back every
+    /// gap-free reader until its connection is reaped).
+    pub async fn run(self: Arc<Self>, shutdown: impl Future<Output = ()>) -> Result<(), SagaError> {
+        let mut shutdown = pin!(shutdown.fuse());
+        let (group, topics) = (self.config.group_id(), self.config.topics());
+        let consumer = tokio::select! {
+            consumer = EventConsumer::subscribe(&self.config.kafka, &group, &topics) => consumer?,
+            () = &mut shutdown => return Ok(()),
+        };
+        tracing::info!(group = %self.config.group_id(), "saga orchestrator started");
+        self.recover().await?;
+        let (stop, stopping) = watch::channel(false);
+        let consume = self.consume(&consumer, stopping.clone());
+        let timer = self.clone().timer(stopping);
+        let (mut consume, mut timer) = (pin!(consume), pin!(timer));
+        // Whichever ends first (the hook, or shutdown) stops the other at
+        // its next boundary.
+        let (consumed, timed) = tokio::select! {
+            result = &mut consume => (Some(result), None),
+            result = &mut timer => (None, Some(result)),
+            () = &mut shutdown => (None, None),
+        };
+        let _ = stop.send(true);
+        let consumed = match consumed {
+            Some(result) => result,
+            None => consume.await,
+        };
+        let timed = match timed {
+            Some(result) => result,
+            None => timer.await,
+        };
+        consumed.and(timed)
+    }
+
+    /// After a committed change: the crash hook, then every step the change
+    /// started or rechecked, at once, under `correlation_id` (the one of
+    /// the event that made them due); failures are recorded.
+    pub(super) async fn carry_out(
+        &self,
+        order_id: Uuid,
+        changed: Changed,
+        correlation_id: String,
+    ) -> Result<(), SagaError> {
+        if changed.events.is_empty() {
+            return Ok(());
+        }
+        let changes = self.probe.changes.fetch_add(1, Ordering::Relaxed) + 1;
+        let crash_at = self.probe.crash_after_changes.load(Ordering::Relaxed);
+        if crash_at != 0 && changes >= crash_at {
+            return Err(SagaError::Crashed);
+        }
+        let due: Vec<(Step, u32, Uuid, String)> = changed
+            .events
+            .iter()
+            .zip(&changed.event_ids)
+            .filter_map(|(event, event_id)| match event {
+                SagaEvent::SagaStepStarted {
+                    step,
+                    attempt,
+                    command_id,
+                    ..
+                } => Some((step.clone(), *attempt, *command_id, event_id.to_string())),
+                SagaEvent::SagaStepRechecked { step, attempt, .. } => {
+                    let command_id = changed.saga.steps.get(step)?.command_id?;
+                    Some((step.clone(), *attempt, command_id, event_id.to_string()))
+                }
+                _ => None,
+            })
+            .collect();
+        self.perform_all(order_id, &changed.saga, due, &correlation_id)
+            .await
+    }
+
+    pub(super) async fn perform_all(
+        &self,
+        order_id: Uuid,
+        saga: &domain::Saga,
+        due: Vec<(Step, u32, Uuid, String)>,
+        correlation_id: &str,
+    ) -> Result<(), SagaError> {
+        if due.is_empty() {
+            return Ok(());
+        }
+        let attempts =
+            due.into_iter()
+                .map(|(step, attempt, command_id, causation_id)| async move {
+                    let cause = CausedBy {
+                        command_id,
+                        correlation_id: correlation_id.to_owned(),
+                        causation_id,
+                        actor: "saga".into(),
+                    };
+                    self.probe.steps.fetch_add(1, Ordering::Relaxed);
+                    let result = steps::perform(
+                        &self.commands,
+                        self.gateway.as_ref(),
+                        &self.config,
+                        saga,
+                        &step,
+                        &cause,
+                    )
+                    .await;
+                    (step, attempt, result)
+                });
+        let failed: Vec<(Step, u32, String)> = futures::future::join_all(attempts)
+            .await
+            .into_iter()
+            .filter_map(|(step, attempt, result)| result.err().map(|e| (step, attempt, e)))
+            .collect();
+        if failed.is_empty() {
+            return Ok(());
+        }
+        self.probe
+            .failures
+            .fetch_add(failed.len() as u64, Ordering::Relaxed);
+        for (step, attempt, error) in &failed {
+            tracing::warn!(%order_id, %step, attempt, %error, "a saga step failed");
+        }
+        let max_attempts = self.config.max_attempts;
+        let (min, max) = (self.config.retry_min, self.config.retry_max);
+        let failures: Vec<(Step, u32, String, u32)> = failed
+            .into_iter()
+            .map(|(step, attempt, error)| {
+                let before = saga.steps.get(&step).map_or(0, |s| s.failures);
+                (step, attempt, error, before + 1)
+            })
+            .collect();
+        let mut cause = Cause::saga("step-failure");
+        cause.correlation_id = Some(correlation_id.to_owned());
+        self.sagas
+            .change(order_id, &cause, |_, now| {
+                failures
+                    .iter()
+                    .map(|(step, attempt, error, failures)| SagaCommand::Fail {
+                        step: step.clone(),
+                        attempt: *attempt,
+                        error: error.clone(),
+                        now,
+                        retry_at: now + to_chrono(Backoff::delay_for_attempt(min, max, *failures)),
+                        max_attempts,
+                    })
+                    .collect()
+            })
+            .await?;
+        Ok(())
+    }
+}
+
+fn to_chrono(duration: Duration) -> chrono::Duration {
+    chrono::Duration::milliseconds(i64::try_from(duration.as_millis()).unwrap_or(i64::MAX))
+}
