@@ -8,5 +8,6 @@ mod inventory;
 mod order;
 mod payment;
 mod product;
+mod saga;
 mod shipment;
 mod upcasting;
