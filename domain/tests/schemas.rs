@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use domain::{
     InventoryCommand, InventoryEvent, OrderCommand, OrderEvent, PaymentCommand, PaymentEvent,
-    ProductCommand, ProductEvent, ShipmentCommand, ShipmentEvent,
+    ProductCommand, ProductEvent, SagaEvent, ShipmentCommand, ShipmentEvent,
 };
 use schemars::schema_for;
 
@@ -18,6 +18,7 @@ fn schemas() -> Vec<(&'static str, schemars::schema::RootSchema)> {
         ("events/order.json", schema_for!(OrderEvent)),
         ("events/payment.json", schema_for!(PaymentEvent)),
         ("events/shipment.json", schema_for!(ShipmentEvent)),
+        ("events/saga.json", schema_for!(SagaEvent)),
         ("commands/product.json", schema_for!(ProductCommand)),
         ("commands/inventory.json", schema_for!(InventoryCommand)),
         ("commands/order.json", schema_for!(OrderCommand)),
