@@ -60,7 +60,9 @@ struct Background {
     roles: Vec<Role>,
     kafka: KafkaConfig,
     saga: SagaSettings,
-    executor: ExecutorConfig,
+    /// Shared with the HTTP server: one cache and one queue per stream in
+    /// the process.
+    commands: CommandHandler,
 }
 
 /// Connects to the database (creating it if missing) and applies migrations.
@@ -98,16 +100,17 @@ impl Application {
             snapshot_every: config.snapshot_every,
             ..ExecutorConfig::default()
         };
+        let commands = CommandHandler::new(store.clone(), executor);
         let background = Background {
             store: store.clone(),
             roles: config.roles.clone(),
             kafka: config.kafka.clone(),
             saga: config.saga.clone(),
-            executor,
+            commands: commands.clone(),
         };
         let mut app = if let Some(auth) = auth {
             let state = AppState {
-                commands: CommandHandler::new(store.clone(), executor),
+                commands,
                 sagas: saga::SagaStore::new(store.clone()),
                 store,
                 auth: Arc::new(auth),
@@ -249,7 +252,7 @@ fn spawn_saga(
         ..SandboxConfig::default()
     });
     let sagas = saga::SagaStore::new(background.store.clone());
-    let commands = CommandHandler::new(background.store.clone(), background.executor);
+    let commands = background.commands.clone();
     let webhook = saga::webhook::run(sagas.clone(), commands.clone(), callbacks, stopped());
     let orchestrator = Orchestrator::new(
         sagas,

@@ -208,6 +208,7 @@ impl<A: Aggregate> Executor<A> {
     /// once; on a conflict reloads and decides them all again.
     async fn run_batch(&self, stream_id: &str, jobs: Vec<Job<A>>) {
         let mut last_error = None;
+        let mut fresh = false;
         for attempt in 0..self.config.max_tries {
             let assume_new = attempt == 0 && jobs.iter().all(|j| j.assume_new);
             let loaded = match self.load(stream_id, assume_new).await {
@@ -215,6 +216,15 @@ impl<A: Aggregate> Executor<A> {
                 Err(error) => return answer_all(jobs, |_| Err(clone_error(&error))),
             };
             let (decisions, events, after) = decide_all(&loaded, &jobs);
+            if !fresh && !assume_new && decisions.iter().any(Result::is_err) {
+                // A refusal decided on a cached state may be stale: another
+                // process may have moved the stream, and a refusal appends
+                // nothing, so the expected version never catches it. Decide
+                // again on the store's state before refusing anyone.
+                self.repository.forget(stream_id).await;
+                fresh = true;
+                continue;
+            }
             if events.is_empty() {
                 return answer(jobs, decisions, stream_id, &loaded, 0);
             }
@@ -256,6 +266,7 @@ impl<A: Aggregate> Executor<A> {
     /// One command under an idempotency key, in a transaction that claims
     /// the key, appends and records the outcome together.
     async fn run_keyed(&self, stream_id: &str, job: &Job<A>) -> Result<Outcome, CommandError> {
+        let mut fresh = false;
         for attempt in 0..self.config.max_tries {
             let assume_new = attempt == 0 && job.assume_new;
             // Load before the transaction takes its connection: a load that
@@ -282,6 +293,13 @@ impl<A: Aggregate> Executor<A> {
                 Ok(Keyed::Conflict) => {
                     tx.rollback().await?;
                     self.repository.forget(stream_id).await;
+                }
+                Err(CommandError::Domain(_)) if !fresh && !assume_new => {
+                    // Refused on a possibly stale cached state: decide again
+                    // on the store's state (see `run_batch`).
+                    let _ = tx.rollback().await;
+                    self.repository.forget(stream_id).await;
+                    fresh = true;
                 }
                 Err(error) => {
                     // Release the key and the lock now, not when the pool reuses the connection.

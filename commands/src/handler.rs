@@ -117,7 +117,7 @@ impl CommandHandler {
         let product = self
             .products
             .repository()
-            .load(&domain::stream_id::<Product>(sku))
+            .load_present(&domain::stream_id::<Product>(sku), |p| p.defined)
             .await?;
         if !product.state.defined {
             return Err(DomainError::not_found(format!("product {sku}")).into());
@@ -140,7 +140,9 @@ impl CommandHandler {
         let order = self
             .orders
             .repository()
-            .load(&domain::stream_id::<Order>(order_id))
+            .load_present(&domain::stream_id::<Order>(order_id), |o| {
+                o.status.is_some()
+            })
             .await?;
         if order.state.status.is_none() {
             return Err(DomainError::not_found(format!("order {order_id}")).into());
@@ -170,7 +172,11 @@ impl CommandHandler {
                 continue;
             }
             let stream_id = domain::stream_id::<Product>(&line.sku);
-            let product = self.products.repository().load(&stream_id).await?;
+            let product = self
+                .products
+                .repository()
+                .load_present(&stream_id, |p| p.defined)
+                .await?;
             if !product.state.defined {
                 errors.push(FieldError::new(
                     field,

@@ -82,6 +82,23 @@ impl<A: Aggregate> Repository<A> {
         Ok(loaded)
     }
 
+    /// Like [`Repository::load`], but a cached state that fails `present`
+    /// (e.g. a product not defined, an order not placed) is read again from
+    /// the store: absence is never trusted from the cache, since another
+    /// process may have created the stream since.
+    pub async fn load_present(
+        &self,
+        stream_id: &str,
+        present: impl Fn(&A) -> bool,
+    ) -> Result<Arc<Loaded<A>>, CommandError> {
+        let loaded = self.load(stream_id).await?;
+        if present(&loaded.state) {
+            return Ok(loaded);
+        }
+        self.forget(stream_id).await;
+        self.load(stream_id).await
+    }
+
     /// Keeps `loaded` as the state of `stream_id` unless a newer one is cached.
     pub async fn remember(&self, stream_id: &str, loaded: Arc<Loaded<A>>) {
         self.cache

@@ -435,3 +435,125 @@ async fn creating_a_stream_that_exists_after_all_is_decided_on_its_real_state() 
         1
     );
 }
+
+/// Two processes: `a` caches a state, `b` moves the stream on.
+async fn two_processes() -> (TestDb, CommandHandler, CommandHandler) {
+    let db = TestDb::with_pool_size(10).await;
+    let a = CommandHandler::new(db.store(), ExecutorConfig::default());
+    let b = CommandHandler::new(db.store(), ExecutorConfig::default());
+    (db, a, b)
+}
+
+#[tokio::test]
+async fn a_command_refused_on_a_stale_cached_state_is_decided_again_on_the_store() {
+    use domain::order::OrderCommand;
+    let (_db, a, b) = two_processes().await;
+    define(&a, "SKU-1").await;
+    let order_id = Uuid::new_v4();
+    a.place_order(order_request(order_id), ctx()).await.unwrap();
+    let id = order_id.to_string();
+    // `a` caches the order as placed; `b` confirms it.
+    a.orders
+        .repository()
+        .load(&format!("order-{id}"))
+        .await
+        .unwrap();
+    b.orders
+        .execute(&id, OrderCommand::ConfirmOrder, ctx(), Value::Null)
+        .await
+        .unwrap();
+    let ship = OrderCommand::ShipOrder {
+        carrier: "DHL".into(),
+        tracking_number: "T-1".into(),
+    };
+    // Shipping a placed order would be refused; the order is confirmed.
+    let shipped = a
+        .orders
+        .execute(&id, ship.clone(), ctx(), Value::Null)
+        .await;
+    assert_eq!(shipped.unwrap().appended, 1);
+    // The same under an idempotency key.
+    let cancel = OrderCommand::CancelOrder {
+        reason: domain::CancelReason::CustomerCancelled,
+    };
+    let other = Uuid::new_v4();
+    a.place_order(order_request(other), ctx()).await.unwrap();
+    let other_id = other.to_string();
+    a.orders
+        .repository()
+        .load(&format!("order-{other_id}"))
+        .await
+        .unwrap();
+    b.orders
+        .execute(&other_id, OrderCommand::ConfirmOrder, ctx(), Value::Null)
+        .await
+        .unwrap();
+    b.orders
+        .execute(&other_id, ship, ctx(), Value::Null)
+        .await
+        .unwrap();
+    let keyed = ctx().with_idempotency("k:cancel".into(), vec![1]);
+    let refused = a
+        .orders
+        .execute(&other_id, cancel, keyed, Value::Null)
+        .await;
+    assert!(
+        matches!(refused, Err(CommandError::Domain(DomainError::Conflict(ref m))) if m.contains("shipped")),
+        "{refused:?}"
+    );
+}
+
+#[tokio::test]
+async fn absence_is_never_trusted_from_the_cache() {
+    let (_db, a, b) = two_processes().await;
+    // `a` looks the product up before it exists, then `b` defines it.
+    let order_id = Uuid::new_v4();
+    let early = a.place_order(order_request(order_id), ctx()).await;
+    assert!(matches!(
+        early,
+        Err(CommandError::Domain(DomainError::Invalid(_)))
+    ));
+    define(&b, "SKU-1").await;
+    a.receive_stock("SKU-1", 5, ctx(), Value::Null)
+        .await
+        .unwrap();
+    a.place_order(order_request(order_id), ctx()).await.unwrap();
+    let actor = commands::Actor {
+        user_id: "alice",
+        staff: false,
+    };
+    b.authorize_order(order_id, &actor).await.unwrap();
+}
+
+async fn define(handler: &CommandHandler, sku: &str) {
+    let define = ProductCommand::DefineProduct {
+        sku: sku.into(),
+        name: "Widget".into(),
+        unit_price: 250,
+        currency: "EUR".into(),
+    };
+    handler
+        .products
+        .execute(sku, define, ctx(), Value::Null)
+        .await
+        .unwrap();
+}
+
+fn order_request(order_id: Uuid) -> OrderRequest {
+    OrderRequest {
+        order_id,
+        customer_id: "alice".into(),
+        lines: vec![RequestedLine {
+            sku: "SKU-1".into(),
+            quantity: 1,
+        }],
+        shipping_address: Address {
+            name: "Alice".into(),
+            line1: "1 Main St".into(),
+            city: "Berlin".into(),
+            postal_code: "10115".into(),
+            country: "DE".into(),
+        },
+        payment_method: "tok_visa".into(),
+    }
+}
