@@ -398,6 +398,31 @@ async fn two_orchestrators_in_one_group_settle_every_order_once() {
         system.order_reaches(*order, status).await;
     }
     system.stock_reaches("T", 1000, 15).await;
+    // The admin list pages through every saga, newest first, once.
+    let operator = token("olga", Role::Operator);
+    let mut seen = Vec::new();
+    let mut cursor = String::new();
+    loop {
+        let page: Value = system
+            .app
+            .get(&format!("/api/v1/admin/sagas?limit=6&cursor={cursor}"), Some(&operator))
+            .await
+            .json()
+            .await
+            .unwrap();
+        let items = page["items"].as_array().unwrap();
+        assert!(items.len() <= 6);
+        seen.extend(items.iter().map(|i| i["order_id"].as_str().unwrap().to_owned()));
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = next.to_owned(),
+            None => break,
+        }
+    }
+    let mut expected: Vec<String> = orders.iter().rev().map(|(o, _)| o.to_string()).collect();
+    let mut sorted_seen = seen.clone();
+    sorted_seen.sort();
+    expected.sort();
+    assert_eq!(sorted_seen, expected);
     system.check_invariants().await;
     assert_eq!(system.gateway.captures().len(), 15);
 }
@@ -608,4 +633,45 @@ async fn the_saga_routes_check_the_role_before_anything_else() {
         404,
     )
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_deadline_that_passed_while_no_orchestrator_ran_fires_once() {
+    let mut system = System::start(0).await;
+    system.app.given_product("D", 100, 10).await;
+    // Stop the only orchestrator once the payment step is recorded (the
+    // second change: the reservation observed, the authorisation started).
+    let probe = Arc::new(SagaProbe::default());
+    probe.crash_after_changes.store(2, Ordering::Relaxed);
+    let crashing = system.start_orchestrator(probe);
+    let order = system.place("dora", &[("D", 1)], "tok_timeout", "DE").await;
+    assert!(matches!(
+        system.orchestrator_ended(crashing).await,
+        Err(saga::SagaError::Crashed)
+    ));
+    let saga = system.saga(order).await.unwrap();
+    let payment = step(&saga, "authorize_payment");
+    assert_eq!(payment["status"], "started");
+    let deadline: chrono::DateTime<chrono::Utc> =
+        payment["deadline"].as_str().unwrap().parse().unwrap();
+    // Nothing runs until the deadline has passed.
+    while chrono::Utc::now() <= deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+
+    // Two orchestrators start after it: the timeout fires once.
+    system.start_orchestrator(Arc::new(SagaProbe::default()));
+    system.start_orchestrator(Arc::new(SagaProbe::default()));
+    let cancelled = system.order_reaches(order, "cancelled").await;
+    assert_eq!(cancelled["cancel_reason"], "payment_timeout");
+    let saga = system.saga_reaches(order, "compensated").await;
+    let timeouts = saga["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["event_type"] == "SagaStepTimedOut")
+        .count();
+    assert_eq!(timeouts, 1);
+    system.stock_reaches("D", 10, 0).await;
+    system.check_invariants().await;
 }
