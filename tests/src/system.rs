@@ -57,7 +57,9 @@ impl System {
         let (stop, _) = watch::channel(false);
         let (gateway, callbacks) = SandboxGateway::new(SandboxConfig {
             answer_delay: Duration::from_millis(5),
-            late_delay: PAYMENT_DEADLINE + Duration::from_millis(1000),
+            // Well past the deadline, so that a loaded machine still times
+            // the payment out before the approval arrives.
+            late_delay: PAYMENT_DEADLINE * 3,
         });
         let mut system = System {
             app,

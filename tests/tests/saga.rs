@@ -405,14 +405,21 @@ async fn two_orchestrators_in_one_group_settle_every_order_once() {
     loop {
         let page: Value = system
             .app
-            .get(&format!("/api/v1/admin/sagas?limit=6&cursor={cursor}"), Some(&operator))
+            .get(
+                &format!("/api/v1/admin/sagas?limit=6&cursor={cursor}"),
+                Some(&operator),
+            )
             .await
             .json()
             .await
             .unwrap();
         let items = page["items"].as_array().unwrap();
         assert!(items.len() <= 6);
-        seen.extend(items.iter().map(|i| i["order_id"].as_str().unwrap().to_owned()));
+        seen.extend(
+            items
+                .iter()
+                .map(|i| i["order_id"].as_str().unwrap().to_owned()),
+        );
         match page["next_cursor"].as_str() {
             Some(next) => cursor = next.to_owned(),
             None => break,
