@@ -75,12 +75,14 @@ impl SagaConfig {
 
     /// The step deadlines as the domain takes them.
     pub fn timings(&self) -> Timings {
-        let millis = |d: Duration| {
-            chrono::Duration::milliseconds(i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        };
         Timings {
-            payment_deadline: millis(self.payment_deadline),
-            step_check: millis(self.step_check),
+            payment_deadline: to_chrono(self.payment_deadline),
+            step_check: to_chrono(self.step_check),
         }
     }
+}
+
+/// `duration` as a span of time the domain takes (saturating).
+pub(crate) fn to_chrono(duration: Duration) -> chrono::Duration {
+    chrono::Duration::from_std(duration).unwrap_or(chrono::Duration::MAX)
 }

@@ -18,7 +18,6 @@ use std::future::Future;
 use std::pin::pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use chrono::Utc;
 use commands::{CausedBy, CommandHandler};
@@ -31,6 +30,7 @@ use futures::{FutureExt, StreamExt};
 use tokio::sync::watch;
 use uuid::Uuid;
 
+use crate::config::to_chrono;
 use crate::gateway::{PaymentGateway, RequestStatus};
 use crate::steps::{self, payment_key};
 use crate::store::{Cause, Changed, SagaStore};
@@ -248,8 +248,4 @@ impl Orchestrator {
             .await?;
         Ok(())
     }
-}
-
-fn to_chrono(duration: Duration) -> chrono::Duration {
-    chrono::Duration::milliseconds(i64::try_from(duration.as_millis()).unwrap_or(i64::MAX))
 }
