@@ -249,3 +249,23 @@ fn a_saga_with_a_started_step_wakes_at_its_check_time() {
     assert_eq!(reserving().saga().wake_at(), Some(at(5)));
     assert_eq!(paying().saga().wake_at(), Some(at(31)));
 }
+
+#[test]
+fn a_fact_that_arrives_before_the_order_was_seen_is_kept_and_used_once_it_is() {
+    // A replay from the earliest offsets can deliver a reservation before
+    // the `OrderPlaced` of its order (another topic).
+    let early = Saga::given([])
+        .when(observe_as(reserved(MUG), 1))
+        .then_accepted();
+    assert!(!early.started);
+    assert!(
+        early.wanted().is_empty(),
+        "nothing is done before the order is known"
+    );
+    let mut saga = early;
+    for event in saga.decide(&start()).unwrap() {
+        saga = saga.evolve(&event);
+    }
+    // Only the line not reserved yet is asked for.
+    assert_eq!(saga.wanted(), vec![reserve(TEA)]);
+}
