@@ -338,7 +338,11 @@ impl<A: Aggregate> Executor<A> {
             (loaded.version, loaded.position)
         } else {
             let expected = ExpectedVersion::Exact(loaded.version);
-            match eventstore::append_in(tx, stream_id, expected, &new_events, &json!({})).await {
+            let appended = self
+                .store
+                .append_in(tx, stream_id, expected, &new_events, &json!({}))
+                .await;
+            match appended {
                 Ok(result) => {
                     let state = Loaded {
                         version: result.version,

@@ -135,6 +135,57 @@ impl EventStore {
         )))
     }
 
+    /// [`append_in`] inside the caller's transaction on `conn`, hashing onto
+    /// the head this process last saw: usually one round trip instead of
+    /// two. A stale guess only costs another round trip, under the lock.
+    /// The caller commits, then calls [`EventStore::committed`].
+    pub async fn append_in(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        stream_id: &str,
+        expected: ExpectedVersion,
+        events: &[NewEvent],
+        metadata: &Value,
+    ) -> Result<AppendResult, StoreError> {
+        validate(stream_id, events, metadata)?;
+        let recorded_at = now_micros();
+        let mut base = match expected {
+            ExpectedVersion::NoStream | ExpectedVersion::Exact(0) => StreamHead::EMPTY,
+            _ => self.heads.get(stream_id).unwrap_or(StreamHead::EMPTY),
+        };
+        // The first call takes the lock; if the guess was stale, the second
+        // runs under the lock and cannot miss; the third only covers a guess
+        // of the empty stream that was already stale.
+        for _ in 0..3 {
+            match attempt(
+                conn,
+                stream_id,
+                expected,
+                base,
+                events,
+                metadata,
+                recorded_at,
+            )
+            .await
+            {
+                Ok(Attempt::Appended(result, head)) => {
+                    // Remembered before the caller commits: should it roll
+                    // back, the next guess is stale and costs one more trip.
+                    self.heads.insert(stream_id.to_owned(), head);
+                    return Ok(result);
+                }
+                Ok(Attempt::Stale(head)) => base = head,
+                Err(error) => {
+                    self.heads.invalidate(stream_id);
+                    return Err(error);
+                }
+            }
+        }
+        Err(StoreError::Corrupt(format!(
+            "stream {stream_id} moved while its append lock was held: a writer bypassed the store"
+        )))
+    }
+
     fn appended(&self, stream_id: &str, result: AppendResult, head: StreamHead) -> AppendResult {
         self.heads.insert(stream_id.to_owned(), head);
         self.committed();

@@ -438,3 +438,77 @@ async fn an_events_own_metadata_overlays_the_appends_and_is_hashed() {
     assert!(verify_stream(&db.pool, "counter-a").await.unwrap().valid);
     assert!(matches!(bad, Err(StoreError::InvalidMetadata)));
 }
+
+#[tokio::test]
+async fn an_append_inside_the_callers_transaction_survives_stale_and_rolled_back_heads() {
+    let db = TestDb::new().await;
+    let (ours, theirs) = (db.store(), db.store());
+    // Our process learns the head...
+    let mut tx = db.pool.begin().await.unwrap();
+    let first = ours
+        .append_in(
+            &mut tx,
+            "counter-tx",
+            ExpectedVersion::NoStream,
+            &[event(1)],
+            &meta(),
+        )
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(first.version, 1);
+    // ...another process moves it on, and one of our transactions rolls back.
+    theirs
+        .append(
+            "counter-tx",
+            ExpectedVersion::Exact(1),
+            &[event(2)],
+            &meta(),
+        )
+        .await
+        .unwrap();
+    let mut tx = db.pool.begin().await.unwrap();
+    ours.append_in(
+        &mut tx,
+        "counter-tx",
+        ExpectedVersion::Exact(2),
+        &[event(3)],
+        &meta(),
+    )
+    .await
+    .unwrap();
+    tx.rollback().await.unwrap();
+
+    // Both stale guesses cost a retry, not a wrong chain.
+    let mut tx = db.pool.begin().await.unwrap();
+    let last = ours
+        .append_in(
+            &mut tx,
+            "counter-tx",
+            ExpectedVersion::Exact(2),
+            &[event(4)],
+            &meta(),
+        )
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(last.version, 3);
+    let conflict = {
+        let mut tx = db.pool.begin().await.unwrap();
+        ours.append_in(
+            &mut tx,
+            "counter-tx",
+            ExpectedVersion::Exact(2),
+            &[event(5)],
+            &meta(),
+        )
+        .await
+    };
+    assert!(
+        matches!(conflict, Err(ref e) if e.is_conflict()),
+        "{conflict:?}"
+    );
+    let verification = verify_stream(&db.pool, "counter-tx").await.unwrap();
+    assert!(verification.valid);
+    assert_eq!(verification.events_checked, 3);
+}

@@ -164,18 +164,22 @@ impl SagaStore {
             "user_id": cause.actor,
             "command_id": Uuid::new_v4(),
         });
+        // The append comes first in the transaction and takes the stream's
+        // lock before writing, so no separate lock is needed.
         let mut tx = self.store.pool().begin().await?;
-        eventstore::lock_stream(&mut tx, stream).await?;
         let expected = ExpectedVersion::Exact(before.version);
-        let result =
-            match eventstore::append_in(&mut tx, stream, expected, new_events, &metadata).await {
-                Ok(result) => result,
-                Err(error) if error.is_conflict() => {
-                    let _ = tx.rollback().await;
-                    return Ok(None);
-                }
-                Err(error) => return Err(error.into()),
-            };
+        let appended = self
+            .store
+            .append_in(&mut tx, stream, expected, new_events, &metadata)
+            .await;
+        let result = match appended {
+            Ok(result) => result,
+            Err(error) if error.is_conflict() => {
+                let _ = tx.rollback().await;
+                return Ok(None);
+            }
+            Err(error) => return Err(error.into()),
+        };
         let version = i64::try_from(result.version).unwrap_or(i64::MAX);
         let last_error = after
             .current_step
