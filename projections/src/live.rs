@@ -170,26 +170,17 @@ impl LiveBatch {
     /// Writes every changed row, the sales per day and the positions.
     pub async fn finish(self, conn: &mut PgConnection) -> Result<(), ProjectionError> {
         let q = &self.q;
-        for (row, changed) in self.rows.values() {
-            match (row, changed) {
-                (Some(Row::Order(row)), true) => orders::save(conn, q, row).await?,
-                (Some(Row::Stock(row)), true) => inventory::save(conn, q, row).await?,
-                (Some(Row::Product(row)), true) => catalog::save(conn, q, row).await?,
-                (Some(Row::Sale(row)), true) => sales::save(conn, q, row, None).await?,
-                _ => {}
-            }
-        }
-        for ((day, currency), Day { change, .. }) in &self.days {
-            let delta = sales::DayDelta {
-                day: *day,
-                currency: currency.clone(),
-                orders: change.0,
-                revenue: change.1,
-            };
-            sales::add_to_day(conn, q, &delta).await?;
-        }
+        // Positions first: a stream new to the read model that a concurrent
+        // applier is inserting makes this insert wait for it, and then find
+        // it claimed (`Contended`) before any row is written. Rows written
+        // first would race on the rows' own unique keys instead (the orders'
+        // `seq`), which `ON CONFLICT` on one key does not cover.
         let mut moved: [(Vec<&str>, Vec<i64>, Vec<i64>); 2] = Default::default();
-        for (stream_id, p) in &self.positions {
+        // In one order for every applier, so that two claiming the same new
+        // streams wait on each other instead of deadlocking.
+        let mut positions: Vec<(&String, &Position)> = self.positions.iter().collect();
+        positions.sort_unstable_by_key(|(stream_id, _)| *stream_id);
+        for (stream_id, p) in positions {
             if p.version != p.stored {
                 let (ids, versions, globals) = &mut moved[usize::from(p.stored == 0)];
                 ids.push(stream_id);
@@ -224,6 +215,24 @@ impl LiveBatch {
             if inserted.rows_affected() != new_ids.len() as u64 {
                 return Err(ProjectionError::Contended);
             }
+        }
+        for (row, changed) in self.rows.values() {
+            match (row, changed) {
+                (Some(Row::Order(row)), true) => orders::save(conn, q, row).await?,
+                (Some(Row::Stock(row)), true) => inventory::save(conn, q, row).await?,
+                (Some(Row::Product(row)), true) => catalog::save(conn, q, row).await?,
+                (Some(Row::Sale(row)), true) => sales::save(conn, q, row, None).await?,
+                _ => {}
+            }
+        }
+        for ((day, currency), Day { change, .. }) in &self.days {
+            let delta = sales::DayDelta {
+                day: *day,
+                currency: currency.clone(),
+                orders: change.0,
+                revenue: change.1,
+            };
+            sales::add_to_day(conn, q, &delta).await?;
         }
         Ok(())
     }
