@@ -30,12 +30,15 @@ pub fn context(
     }
 }
 
-/// The stored idempotency key of `key` sent by `user_id`: `<user>:<key>`,
-/// readable for operators, or, when that would exceed the store's limit
-/// (a long `sub`), `sha256:<hex of user NUL key>`, so that any valid token
-/// and header make a valid key.
+/// The stored idempotency key of `key` sent by `user_id`:
+/// `<length of user>:<user>:<key>`, readable for operators and unambiguous
+/// (without the length, user `a` with key `b:c` and user `a:b` with key `c`
+/// would share a record), or, when that would exceed the store's limit (a
+/// long `sub`), `sha256:<hex of [user, key]>`, so that any valid token and
+/// header make a valid key. Neither form can be a process key
+/// (`process/<id>`, no colon).
 fn scoped_key(user_id: &str, key: &str) -> String {
-    let plain = format!("{user_id}:{key}");
+    let plain = format!("{}:{user_id}:{key}", user_id.len());
     if plain.len() <= eventstore::idempotency::MAX_KEY_LEN {
         return plain;
     }
@@ -59,7 +62,8 @@ mod tests {
 
     #[test]
     fn a_scoped_key_always_fits_the_store_and_keeps_users_apart() {
-        assert_eq!(scoped_key("alice", "k-1"), "alice:k-1");
+        assert_eq!(scoped_key("alice", "k-1"), "5:alice:k-1");
+        assert_ne!(scoped_key("mallory", "x:k1"), scoped_key("mallory:x", "k1"));
         let long_user = "u".repeat(200);
         let key = "k".repeat(200);
         let scoped = scoped_key(&long_user, &key);
