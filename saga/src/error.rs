@@ -32,10 +32,3 @@ impl From<sqlx::Error> for SagaError {
         SagaError::Store(StoreError::Database(error))
     }
 }
-
-impl SagaError {
-    /// The error as an operator should read it in the saga's history.
-    pub fn describe(&self) -> String {
-        self.to_string()
-    }
-}
