@@ -18,6 +18,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use eventstore::leader::SingleActive;
 use saga::gateway::{SandboxConfig, SandboxGateway};
 use saga::{Orchestrator, SagaProbe};
 
@@ -186,7 +187,12 @@ impl Application {
                 let config = background.kafka.relay();
                 let stop = stopped();
                 tasks.spawn(async move {
-                    let relayed = eventstore::relay::run(store, config, stop)
+                    // Any number of processes may run the relay role; one
+                    // publishes, the others stand by.
+                    let relayed = SingleActive::new(&store, "relay")
+                        .run(stop, |stop| {
+                            eventstore::relay::run(store.clone(), config.clone(), stop)
+                        })
                         .await
                         .context("relay failed");
                     ("relay".to_owned(), relayed)

@@ -6,6 +6,7 @@
 //!   in stream order and in gap-free global order (see [`Checkpoint`]);
 //! - [`idempotency`] keys, [`snapshot`]s, reader [`checkpoint`]s and
 //!   [`verify_stream`];
+//! - [`leader`]: single-active roles (one process at a time works);
 //! - [`kafka`], the one home of the Kafka conventions, and the [`relay`]
 //!   that publishes committed events to Kafka.
 //!
@@ -19,6 +20,7 @@ mod error;
 mod hash;
 pub mod idempotency;
 pub mod kafka;
+pub mod leader;
 mod model;
 mod read;
 pub mod relay;
