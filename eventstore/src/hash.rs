@@ -27,6 +27,28 @@ pub(crate) struct EventContent<'a> {
     pub recorded_at: DateTime<Utc>,
 }
 
+/// Chains the stored event `event` onto `previous`, as if it stood at
+/// `version` of its stream (a verifier passes the version it expects there).
+pub(crate) fn chain_recorded(
+    previous: &[u8],
+    event: &crate::model::RecordedEvent,
+    version: u64,
+) -> [u8; 32] {
+    chain(
+        previous,
+        &EventContent {
+            stream_id: &event.stream_id,
+            version,
+            event_id: event.event_id,
+            event_type: &event.event_type,
+            schema_version: event.schema_version,
+            data: &event.data,
+            metadata: &event.metadata,
+            recorded_at: event.recorded_at,
+        },
+    )
+}
+
 /// Chains `content` onto `previous`.
 pub(crate) fn chain(previous: &[u8], content: &EventContent<'_>) -> [u8; 32] {
     let mut buf = String::with_capacity(256);

@@ -14,6 +14,7 @@
 //! the transaction.
 
 mod append;
+pub mod audit;
 pub mod checkpoint;
 pub mod db;
 mod error;
@@ -22,8 +23,10 @@ pub mod idempotency;
 pub mod kafka;
 pub mod leader;
 mod model;
+
 mod read;
 pub mod relay;
+pub mod seal;
 pub mod snapshot;
 mod store;
 mod subscribe;

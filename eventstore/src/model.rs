@@ -90,7 +90,7 @@ impl NewEvent {
 }
 
 /// A stored event with everything the store recorded about it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct RecordedEvent {
     /// Unique id of the event.
     pub event_id: Uuid,
@@ -118,6 +118,7 @@ pub struct RecordedEvent {
     pub hash: String,
     /// Id of the writing transaction; with `global_position` it forms the event's [`Checkpoint`].
     #[serde(skip)]
+    #[schemars(skip)]
     pub tx_id: i64,
 }
 

@@ -3,7 +3,7 @@
 use serde::Serialize;
 use sqlx::{PgPool, Row};
 
-use crate::hash::{self, EventContent};
+use crate::hash;
 use crate::read::{decode, COLUMNS};
 use crate::StoreError;
 
@@ -53,19 +53,7 @@ pub async fn verify_stream(pool: &PgPool, stream_id: &str) -> Result<Verificatio
         checked += 1;
         let expected_version = checked;
         let event = decode(row)?;
-        let recomputed = hash::chain(
-            &previous,
-            &EventContent {
-                stream_id: &event.stream_id,
-                version: expected_version,
-                event_id: event.event_id,
-                event_type: &event.event_type,
-                schema_version: event.schema_version,
-                data: &event.data,
-                metadata: &event.metadata,
-                recorded_at: event.recorded_at,
-            },
-        );
+        let recomputed = hash::chain_recorded(&previous, &event, expected_version);
         let stored: Vec<u8> = row.try_get("hash")?;
         if event.version != expected_version || stored != recomputed {
             first_invalid = Some(expected_version);
