@@ -92,6 +92,7 @@ async fn main() -> anyhow::Result<()> {
         store: store.clone(),
         auth: Arc::new(Authenticator::from_config(&jwt)?),
         projection_on_error: projections::status::OnError::Halt,
+        seal_key: None,
     };
     let app = Application::with_state(state, "127.0.0.1:0".parse()?).await?;
     let base = format!("http://{}", app.local_addr()?);

@@ -47,13 +47,15 @@ pub struct ServeConfig {
 
     /// Roles this process runs, comma-separated: api (HTTP), relay (events
     /// to Kafka), projector (read models from Kafka), saga (the order saga
-    /// orchestrator). Each can run as its own process; projectors and
-    /// orchestrators scale out through Kafka consumer groups.
+    /// orchestrator), sealer (signed seals over the log). Each can run as
+    /// its own process; projectors and orchestrators scale out through
+    /// Kafka consumer groups; the relay and the sealer run in one process
+    /// at a time, the others standing by.
     #[arg(
         long,
         env = "FULCRUM_ROLES",
         value_delimiter = ',',
-        default_value = "api,relay,projector,saga"
+        default_value = "api,relay,projector,saga,sealer"
     )]
     pub roles: Vec<Role>,
 
@@ -64,6 +66,38 @@ pub struct ServeConfig {
     /// Saga settings.
     #[command(flatten)]
     pub saga: SagaSettings,
+
+    /// Seal settings.
+    #[command(flatten)]
+    pub seal: SealSettings,
+}
+
+/// Signed seals over the whole log (see `eventstore::seal`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct SealSettings {
+    /// The Ed25519 key that signs seals: a PKCS#8 PEM, or the path of a
+    /// file holding one (`fulcrum audit keygen` makes one). Without it,
+    /// `--dev` makes a key for this run only; otherwise the `sealer` role
+    /// refuses to start, and `POST /api/v1/audit/seals` answers 503.
+    #[arg(long, env = "FULCRUM_SEAL_KEY", hide_env_values = true)]
+    pub seal_key: Option<String>,
+
+    /// How often the sealer seals new events (milliseconds).
+    #[arg(long, env = "FULCRUM_SEAL_INTERVAL_MS", default_value_t = 10_000)]
+    pub seal_interval_ms: u64,
+}
+
+impl SealSettings {
+    /// The configured key; an ephemeral one under `dev` when none is.
+    pub fn key(&self, dev: bool) -> anyhow::Result<Option<eventstore::seal::SealKey>> {
+        match &self.seal_key {
+            Some(value) if !value.trim().is_empty() => {
+                Ok(Some(eventstore::seal::SealKey::parse(value)?))
+            }
+            _ if dev => Ok(Some(eventstore::seal::SealKey::ephemeral())),
+            _ => Ok(None),
+        }
+    }
 }
 
 /// Deadlines and retries of the order saga.
@@ -135,6 +169,8 @@ pub enum Role {
     Projector,
     /// Runs the order saga (with the sandbox payment gateway).
     Saga,
+    /// Seals the log on an interval (one process at a time).
+    Sealer,
 }
 
 /// Kafka settings shared by the relay and the projectors. The defaults are

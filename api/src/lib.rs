@@ -1,6 +1,7 @@
 //! The Fulcrum HTTP server: configuration, start-up, routes and errors.
 //! The `fulcrum` binary (`src/main.rs`) is a thin CLI over this library.
 
+pub mod audit_cli;
 pub mod auth;
 pub mod config;
 pub mod error;

@@ -1,6 +1,6 @@
 //! `fulcrum`: the one binary. `serve` runs the server, `migrate` applies
-//! migrations, `rebuild` replays a projection, `token` mints a development
-//! token.
+//! migrations, `rebuild` replays a projection, `audit` inspects and
+//! verifies the log, `token` mints a development token.
 
 use std::time::Duration;
 
@@ -20,12 +20,15 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Apply migrations, then serve HTTP until SIGTERM or ctrl-c.
-    Serve(ServeConfig),
+    Serve(Box<ServeConfig>),
     /// Create the database if missing and apply pending migrations.
     Migrate(DatabaseConfig),
     /// Rebuild a projection's read model from the event store into fresh
     /// tables, then swap them in (queries keep answering meanwhile).
     Rebuild(RebuildArgs),
+    /// Audit the event log: stream histories, correlations, verification,
+    /// seals and inclusion proofs.
+    Audit(api::audit_cli::AuditArgs),
     /// Print an HS256 token signed with JWT_SECRET (or, with --dev, the
     /// development secret that `serve --dev` accepts).
     Token(TokenArgs),
@@ -80,7 +83,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Serve(config) => {
             // Before start-up, so that SIGTERM while migrating stops gracefully.
             let stop = api::startup::shutdown_signal();
-            Application::build(config).await?.run_until(stop).await
+            Application::build(*config).await?.run_until(stop).await
         }
         Command::Migrate(config) => {
             api::startup::connect_and_migrate(&config).await?;
@@ -88,6 +91,12 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Rebuild(args) => rebuild(args).await,
+        Command::Audit(args) => {
+            if !api::audit_cli::run(args).await? {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
         Command::Token(args) => {
             let secret = args.jwt.hs256_secret()?;
             let token = mint_hs256(

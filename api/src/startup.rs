@@ -19,6 +19,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use eventstore::leader::SingleActive;
+use eventstore::seal::SealKey;
 use saga::gateway::{SandboxConfig, SandboxGateway};
 use saga::{Orchestrator, SagaProbe};
 
@@ -40,6 +41,9 @@ pub struct AppState {
     /// What a rebuild does with an event it cannot apply: as the
     /// projectors do (`FULCRUM_PROJECTION_ON_ERROR`).
     pub projection_on_error: OnError,
+    /// The key seals are signed with (`FULCRUM_SEAL_KEY`), for sealing on
+    /// demand and for serving the public key.
+    pub seal_key: Option<SealKey>,
 }
 
 impl FromRef<AppState> for Arc<Authenticator> {
@@ -61,6 +65,8 @@ struct Background {
     roles: Vec<Role>,
     kafka: KafkaConfig,
     saga: SagaSettings,
+    /// The sealer's key and interval.
+    seal: Option<(SealKey, std::time::Duration)>,
     /// Shared with the HTTP server: one cache and one queue per stream in
     /// the process.
     commands: CommandHandler,
@@ -96,6 +102,20 @@ impl Application {
         } else {
             None
         };
+        let seal_key = config.seal.key(config.jwt.dev).context("seal key")?;
+        match &seal_key {
+            Some(key) if key.is_ephemeral() => tracing::warn!(
+                public_key = %key.public_key_hex(),
+                "DEVELOPMENT MODE: seals are signed with a key made up for this run; \
+                 nobody can check them after it. Set FULCRUM_SEAL_KEY in production."
+            ),
+            None if config.roles.contains(&Role::Sealer) => anyhow::bail!(
+                "the sealer role needs a signing key: set FULCRUM_SEAL_KEY to a PKCS#8 \
+                 Ed25519 PEM or its path (`fulcrum audit keygen` makes one), pass --dev \
+                 for a key of this run only, or leave sealer out of FULCRUM_ROLES"
+            ),
+            _ => {}
+        }
         let store = connect_and_migrate(&config.database).await?;
         let executor = ExecutorConfig {
             snapshot_every: config.snapshot_every,
@@ -107,6 +127,12 @@ impl Application {
             roles: config.roles.clone(),
             kafka: config.kafka.clone(),
             saga: config.saga.clone(),
+            seal: seal_key.clone().map(|key| {
+                (
+                    key,
+                    std::time::Duration::from_millis(config.seal.seal_interval_ms.max(10)),
+                )
+            }),
             commands: commands.clone(),
         };
         let mut app = if let Some(auth) = auth {
@@ -116,6 +142,7 @@ impl Application {
                 store,
                 auth: Arc::new(auth),
                 projection_on_error: config.kafka.projection_on_error,
+                seal_key,
             };
             Self::with_state(state, config.addr).await?
         } else {
@@ -212,6 +239,22 @@ impl Application {
                         (format!("projector {projection}"), projected)
                     });
                 }
+            }
+            if let (true, Some((key, interval))) = (
+                background.roles.contains(&Role::Sealer),
+                background.seal.clone(),
+            ) {
+                let store = background.store.clone();
+                let stop = stopped();
+                tasks.spawn(async move {
+                    let sealed = SingleActive::new(&store, "sealer")
+                        .run(stop, |stop| {
+                            eventstore::seal::run(store.pool().clone(), key.clone(), interval, stop)
+                        })
+                        .await
+                        .context("sealer failed");
+                    ("sealer".to_owned(), sealed)
+                });
             }
             if background.roles.contains(&Role::Saga) {
                 spawn_saga(&mut tasks, &background, &stop_rx);

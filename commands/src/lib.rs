@@ -7,6 +7,7 @@ mod context;
 mod error;
 mod executor;
 mod handler;
+pub mod history;
 mod process;
 mod repository;
 

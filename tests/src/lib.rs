@@ -69,6 +69,7 @@ impl TestApp {
             store,
             auth: Arc::new(Authenticator::from_config(&jwt_config()).unwrap()),
             projection_on_error: OnError::Halt,
+            seal_key: Some(eventstore::seal::SealKey::ephemeral()),
         };
         let app = Application::with_state(state.clone(), "127.0.0.1:0".parse().unwrap())
             .await

@@ -682,3 +682,101 @@ async fn a_deadline_that_passed_while_no_orchestrator_ran_fires_once() {
     system.stock_reaches("D", 10, 0).await;
     system.check_invariants().await;
 }
+
+/// The audit correlation view of one order: every stream the saga touched,
+/// in global order, with causation links that form one causal tree.
+#[tokio::test]
+async fn the_correlation_view_of_an_order_spans_its_streams_and_forms_a_causal_tree() {
+    let system = System::start(1).await;
+    system.app.given_product("SKU-C", 500, 5).await;
+    let order = system
+        .place("carol", &[("SKU-C", 2)], "tok_visa", "DE")
+        .await;
+    system.order_reaches(order, "confirmed").await;
+    system.saga_reaches(order, "running").await;
+    let operator = token("auditor", Role::Operator);
+    let get = |path: String| {
+        let (app, operator) = (&system.app, &operator);
+        async move {
+            let response = app.get(&path, Some(operator)).await;
+            assert_eq!(response.status(), 200, "{path}");
+            response.json::<Value>().await.unwrap()
+        }
+    };
+    let history = get(format!("/api/v1/audit/streams/order-{order}/events")).await;
+    let placed = &history["events"][0];
+    assert_eq!(placed["event_type"], "OrderPlaced");
+    assert_eq!(placed["metadata"]["user_id"], "carol");
+    let correlation = placed["metadata"]["correlation_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let view = get(format!("/api/v1/audit/correlations/{correlation}")).await;
+    let events = view["events"].as_array().unwrap();
+    let positions: Vec<i64> = events
+        .iter()
+        .map(|e| e["global_position"].as_i64().unwrap())
+        .collect();
+    assert!(
+        positions.windows(2).all(|w| w[0] < w[1]),
+        "by global position"
+    );
+    let streams: std::collections::BTreeSet<String> = events
+        .iter()
+        .map(|e| {
+            e["stream_id"]
+                .as_str()
+                .unwrap()
+                .split('-')
+                .next()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    for kind in ["order", "inventory", "payment", "shipment", "saga"] {
+        assert!(streams.contains(kind), "{kind} missing from {streams:?}");
+    }
+    assert!(events
+        .iter()
+        .all(|e| e["metadata"]["correlation_id"] == correlation.as_str()));
+    assert!(events
+        .iter()
+        .all(|e| e["metadata"]["causation_id"].is_string()));
+
+    let tree = get(format!(
+        "/api/v1/audit/correlations/{correlation}?format=tree"
+    ))
+    .await;
+    assert_eq!(tree["events"], events.len());
+    fn walk(node: &Value, depth: usize, seen: &mut Vec<(String, usize, String)>) {
+        seen.push((
+            node["event"]["event_type"].as_str().unwrap().to_owned(),
+            depth,
+            node["event"]["event_id"].as_str().unwrap().to_owned(),
+        ));
+        for child in node["caused"].as_array().unwrap() {
+            assert_eq!(
+                child["event"]["metadata"]["causation_id"], node["event"]["event_id"],
+                "a child names its parent as its cause"
+            );
+            walk(child, depth + 1, seen);
+        }
+    }
+    let mut seen = Vec::new();
+    for root in tree["roots"].as_array().unwrap() {
+        walk(root, 0, &mut seen);
+    }
+    assert_eq!(seen.len(), events.len(), "every event once in the tree");
+    assert!(seen.iter().any(|(t, d, _)| t == "OrderPlaced" && *d == 0));
+    // The reservation was caused, through the saga, by the order.
+    let reserved_depth = seen
+        .iter()
+        .find(|(t, _, _)| t == "StockReserved")
+        .unwrap()
+        .1;
+    assert!(
+        reserved_depth >= 2,
+        "StockReserved at depth {reserved_depth}"
+    );
+}

@@ -33,7 +33,18 @@ pub fn router(state: AppState) -> Router {
             "/audit/streams/{stream_id}/events",
             get(audit::stream_events),
         )
+        .route(
+            "/audit/streams/{stream_id}/verify",
+            get(audit::verify_stream),
+        )
+        .route("/audit/streams/{stream_id}/state", get(audit::stream_state))
         .route("/audit/events", get(audit::events))
+        .route("/audit/events/{event_id}/proof", get(audit::proof))
+        .route(
+            "/audit/correlations/{correlation_id}",
+            get(audit::correlation),
+        )
+        .route("/audit/seals", get(audit::seals).post(audit::seal_now))
         .route("/admin/projections", get(admin::projections))
         .route("/admin/projections/{name}/rebuild", post(admin::rebuild))
         .route(

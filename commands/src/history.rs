@@ -1,0 +1,164 @@
+//! Time travel: an aggregate's state as it stood at a version or a time,
+//! folded from its stored events (upcast as any load upcasts them).
+
+use chrono::{DateTime, Utc};
+use domain::{Aggregate, DomainEvent, Inventory, Order, Payment, Product, Saga, Shipment};
+use eventstore::{EventStore, RecordedEvent, StoreError};
+use serde_json::Value;
+
+/// Where in a stream's history to stand.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum At {
+    /// After the event with this version (1 or more).
+    Version(u64),
+    /// After the last event recorded at or before this time.
+    Time(DateTime<Utc>),
+    /// After the last event.
+    Head,
+}
+
+/// A stream's state at a point of its history.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PastState {
+    /// The version the state stands at (0: before the first event).
+    pub version: u64,
+    /// The folded state; `None` at version 0.
+    pub state: Option<Value>,
+}
+
+/// Why a past state cannot be given.
+#[derive(Debug, thiserror::Error)]
+pub enum HistoryError {
+    /// The stream has no events.
+    #[error("no stream {0}")]
+    NoStream(String),
+    /// The stream has fewer events than the version asked for.
+    #[error("the stream is at version {head}; there is no version {asked}")]
+    BeyondHead {
+        /// The version asked for.
+        asked: u64,
+        /// The stream's last version.
+        head: u64,
+    },
+    /// No aggregate folds streams of this type.
+    #[error("streams of type {0:?} have no aggregate to fold them")]
+    UnknownType(String),
+    /// A stored event could not be read as its aggregate's event.
+    #[error("event {version} of {stream_id} cannot be decoded: {message}")]
+    Undecodable {
+        /// The stream.
+        stream_id: String,
+        /// The event's version.
+        version: u64,
+        /// Why.
+        message: String,
+    },
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The state of `stream_id` at `at`.
+pub async fn state_at(
+    store: &EventStore,
+    stream_id: &str,
+    at: At,
+) -> Result<PastState, HistoryError> {
+    let stream_type = eventstore::stream_type(stream_id).to_owned();
+    if !matches!(
+        stream_type.as_str(),
+        "order" | "inventory" | "product" | "payment" | "shipment" | "saga"
+    ) {
+        return Err(HistoryError::UnknownType(stream_type));
+    }
+    let events = match at {
+        At::Time(time) => {
+            let events =
+                eventstore::audit::read_stream_until(store.pool(), stream_id, time).await?;
+            if events.is_empty() && !stream_exists(store, stream_id).await? {
+                return Err(HistoryError::NoStream(stream_id.to_owned()));
+            }
+            events
+        }
+        At::Version(_) | At::Head => {
+            let mut events = Vec::new();
+            loop {
+                let page = store
+                    .read_stream(stream_id, events.len() as u64 + 1, 1000)
+                    .await?;
+                let full = page.len() == 1000;
+                events.extend(page);
+                if !full {
+                    break;
+                }
+                if let At::Version(v) = at {
+                    if events.len() as u64 >= v {
+                        break;
+                    }
+                }
+            }
+            if events.is_empty() {
+                return Err(HistoryError::NoStream(stream_id.to_owned()));
+            }
+            if let At::Version(version) = at {
+                let head = events.len() as u64;
+                if version > head {
+                    return Err(HistoryError::BeyondHead {
+                        asked: version,
+                        head,
+                    });
+                }
+                events.truncate(usize::try_from(version).unwrap_or(usize::MAX));
+            }
+            events
+        }
+    };
+    let Some(last) = events.last() else {
+        return Ok(PastState {
+            version: 0,
+            state: None,
+        });
+    };
+    let version = last.version;
+    let state = match stream_type.as_str() {
+        "order" => fold::<Order>(&events)?,
+        "inventory" => fold::<Inventory>(&events)?,
+        "product" => fold::<Product>(&events)?,
+        "payment" => fold::<Payment>(&events)?,
+        "shipment" => fold::<Shipment>(&events)?,
+        _ => fold::<Saga>(&events)?,
+    };
+    Ok(PastState {
+        version,
+        state: Some(state),
+    })
+}
+
+async fn stream_exists(store: &EventStore, stream_id: &str) -> Result<bool, StoreError> {
+    Ok(!store.read_stream(stream_id, 1, 1).await?.is_empty())
+}
+
+fn fold<A: Aggregate>(events: &[RecordedEvent]) -> Result<Value, HistoryError> {
+    let mut state = A::default();
+    for recorded in events {
+        let event = A::Event::from_stored(
+            &recorded.event_type,
+            recorded.schema_version,
+            recorded.data.clone(),
+        )
+        .map_err(|e| HistoryError::Undecodable {
+            stream_id: recorded.stream_id.clone(),
+            version: recorded.version,
+            message: e.to_string(),
+        })?;
+        state = state.evolve(&event);
+    }
+    serde_json::to_value(&state).map_err(|e| HistoryError::Undecodable {
+        stream_id: events
+            .first()
+            .map(|e| e.stream_id.clone())
+            .unwrap_or_default(),
+        version: 0,
+        message: e.to_string(),
+    })
+}
