@@ -82,6 +82,10 @@ async fn serve_becomes_ready_and_stops_gracefully_on_sigterm() {
         .env("DATABASE_URL", &db.url)
         .env("FULCRUM_ADDR", &addr)
         .env("JWT_SECRET", "a-binary-test-secret-that-is-long-enough")
+        .env(
+            "FULCRUM_SEAL_KEY",
+            eventstore::seal::SealKey::ephemeral().to_pem().unwrap(),
+        )
         // Its own topics and consumer groups on the shared development broker.
         .env(
             "FULCRUM_TOPIC_PREFIX",
@@ -295,4 +299,237 @@ async fn serve_with_only_background_roles_needs_no_token_key_and_stops_on_sigter
         output.status
     );
     assert!(!stderr.contains("DEVELOPMENT MODE"), "{stderr}");
+}
+
+#[test]
+fn serve_refuses_to_seal_without_a_seal_key_and_says_how_to_get_one() {
+    let out = serve_output(
+        &[("JWT_SECRET", "a-binary-test-secret-that-is-long-enough")],
+        &[],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("FULCRUM_SEAL_KEY"), "{stderr}");
+    assert!(stderr.contains("audit keygen"), "{stderr}");
+    let bad = serve_output(
+        &[
+            ("JWT_SECRET", "a-binary-test-secret-that-is-long-enough"),
+            ("FULCRUM_SEAL_KEY", "/no/such/key.pem"),
+        ],
+        &[],
+    );
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("/no/such/key.pem"));
+}
+
+/// Runs `fulcrum audit <args>` on `url` with `envs`.
+fn audit(url: &str, args: &[&str], envs: &[(&str, &str)]) -> std::process::Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_fulcrum"));
+    command.arg("audit").args(args).env("DATABASE_URL", url);
+    for (k, v) in envs {
+        command.env(k, v);
+    }
+    command.output().unwrap()
+}
+
+#[tokio::test]
+async fn the_audit_cli_seals_verifies_and_proves_offline_and_names_tampering() {
+    use eventstore::{EventStore, ExpectedVersion, NewEvent};
+
+    let db = FreshDatabase::new();
+    let pool = eventstore::db::connect(&db.url, 2).await.unwrap();
+    eventstore::db::migrate(&pool).await.unwrap();
+    let store = EventStore::new(pool.clone());
+    for stream in ["counter-a", "counter-b"] {
+        let events: Vec<NewEvent> = (0..3)
+            .map(|n| NewEvent::new("Counted", 1, serde_json::json!({"n": n})))
+            .collect();
+        store
+            .append(
+                stream,
+                ExpectedVersion::NoStream,
+                &events,
+                &serde_json::json!({"correlation_id": "corr-cli", "user_id": "ann"}),
+            )
+            .await
+            .unwrap();
+    }
+    let url = db.url.clone();
+    let dir = std::env::temp_dir().join(format!("fulcrum-audit-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let key_file = dir.join("seal.pem");
+    let proof_file = dir.join("proof.json");
+    let (key_path, proof_path) = (
+        key_file.to_str().unwrap().to_owned(),
+        proof_file.to_str().unwrap().to_owned(),
+    );
+
+    let outputs = tokio::task::spawn_blocking(move || {
+        let keygen = audit(&url, &["keygen"], &[]);
+        std::fs::write(&key_path, &keygen.stdout).unwrap();
+        let public_key = String::from_utf8_lossy(&keygen.stderr)
+            .trim()
+            .trim_start_matches("public key: ")
+            .to_owned();
+        // Gap-free readers see events once every older transaction ended:
+        // seal until all six are covered.
+        let mut sealed = String::new();
+        for _ in 0..200 {
+            let out = audit(
+                &url,
+                &["seal", "--json"],
+                &[("FULCRUM_SEAL_KEY", &key_path)],
+            );
+            assert!(out.status.success(), "{out:?}");
+            let verify = audit(&url, &["verify", "--seals", "--json"], &[]);
+            let report: serde_json::Value = serde_json::from_slice(&verify.stdout).unwrap();
+            if report["sealed_events"] == 6 {
+                sealed = String::from_utf8_lossy(&verify.stdout).into_owned();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let verified = audit(
+            &url,
+            &["verify", "--seals", "--public-key", &public_key],
+            &[],
+        );
+        let text = audit(&url, &["stream", "counter-a"], &[]);
+        let correlation = audit(&url, &["correlation", "corr-cli"], &[]);
+        (public_key, sealed, verified, text, correlation)
+    })
+    .await
+    .unwrap();
+    let (public_key, sealed, verified, text, correlation) = outputs;
+    assert!(sealed.contains("\"valid\": true"), "{sealed}");
+    assert!(verified.status.success(), "{verified:?}");
+    assert!(String::from_utf8_lossy(&verified.stdout).contains("VALID"));
+    assert!(String::from_utf8_lossy(&text.stdout).contains("hash chain: valid"));
+    assert_eq!(
+        String::from_utf8_lossy(&correlation.stdout)
+            .matches("Counted")
+            .count(),
+        6
+    );
+
+    // A proof printed online checks offline, with the key alone.
+    let event_id: uuid::Uuid = sqlx::query_scalar(
+        "SELECT event_id FROM events WHERE stream_id = 'counter-b' AND version = 2",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    let url = db.url.clone();
+    let pk = public_key.clone();
+    let (checked, foreign) = tokio::task::spawn_blocking(move || {
+        let proof = audit(&url, &["prove", &event_id.to_string(), "--json"], &[]);
+        assert!(proof.status.success(), "{proof:?}");
+        std::fs::write(&proof_path, &proof.stdout).unwrap();
+        let checked = audit("", &["check-proof", &proof_path, "--public-key", &pk], &[]);
+        let other = "11".repeat(32);
+        let foreign = audit(
+            "",
+            &["check-proof", &proof_path, "--public-key", &other],
+            &[],
+        );
+        (checked, foreign)
+    })
+    .await
+    .unwrap();
+    assert!(checked.status.success(), "{checked:?}");
+    assert!(String::from_utf8_lossy(&checked.stdout).starts_with("VALID"));
+    assert!(!foreign.status.success());
+
+    // Tampering: the stream check and the seals both fail, naming it.
+    sqlx::query(
+        "UPDATE events SET data = '{\"n\": 7}' WHERE stream_id = 'counter-a' AND version = 2",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+    let url = db.url.clone();
+    let (stream, seals) = tokio::task::spawn_blocking(move || {
+        (
+            audit(&url, &["verify", "counter-a", "--json"], &[]),
+            audit(
+                &url,
+                &["verify", "--seals", "--json", "--public-key", &public_key],
+                &[],
+            ),
+        )
+    })
+    .await
+    .unwrap();
+    assert!(!stream.status.success());
+    let stream: serde_json::Value = serde_json::from_slice(&stream.stdout).unwrap();
+    assert_eq!(stream["first_invalid_version"], 2);
+    assert!(!seals.status.success());
+    let report: serde_json::Value = serde_json::from_slice(&seals.stdout).unwrap();
+    assert_eq!(report["finding"]["kind"], "altered");
+    assert_eq!(report["finding"]["seal_id"], 1);
+    assert_eq!(report["finding"]["stream_id"], "counter-a");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn the_sealer_role_seals_on_its_interval_and_stops_on_sigterm() {
+    let db = FreshDatabase::new();
+    let pem = eventstore::seal::SealKey::ephemeral().to_pem().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fulcrum"))
+        .args(["serve", "--roles", "sealer"])
+        .env("DATABASE_URL", &db.url)
+        .env("FULCRUM_SEAL_KEY", &pem)
+        .env("FULCRUM_SEAL_INTERVAL_MS", "100")
+        .env_remove("JWT_SECRET")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let url = db.url.clone();
+    let mut sealed = 0i64;
+    for _ in 0..400 {
+        if let Ok(pool) = sqlx::PgPool::connect(&url).await {
+            if eventstore::db::migrations_applied(&pool)
+                .await
+                .unwrap_or(false)
+            {
+                let store = eventstore::EventStore::new(pool.clone());
+                let _ = store
+                    .append(
+                        &format!("counter-{}", uuid::Uuid::new_v4().simple()),
+                        eventstore::ExpectedVersion::NoStream,
+                        &[eventstore::NewEvent::new(
+                            "Counted",
+                            1,
+                            serde_json::json!({}),
+                        )],
+                        &serde_json::json!({}),
+                    )
+                    .await;
+                sealed = sqlx::query_scalar("SELECT count(*) FROM seals")
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap_or(0);
+            }
+            pool.close().await;
+            if sealed >= 2 {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(sealed >= 2, "the sealer sealed {sealed} times");
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let output = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
