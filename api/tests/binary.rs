@@ -476,7 +476,7 @@ async fn the_audit_cli_seals_verifies_and_proves_offline_and_names_tampering() {
 async fn the_sealer_role_seals_on_its_interval_and_stops_on_sigterm() {
     let db = FreshDatabase::new();
     let pem = eventstore::seal::SealKey::ephemeral().to_pem().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_fulcrum"))
+    let child = Command::new(env!("CARGO_BIN_EXE_fulcrum"))
         .args(["serve", "--roles", "sealer"])
         .env("DATABASE_URL", &db.url)
         .env("FULCRUM_SEAL_KEY", &pem)
