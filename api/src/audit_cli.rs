@@ -4,6 +4,7 @@
 //! trust, the public key). Exits non-zero when a verification fails.
 
 use std::io::Read;
+use std::str::FromStr;
 
 use anyhow::Context;
 use commands::history::{self, At};
@@ -233,8 +234,19 @@ pub async fn run(args: AuditArgs) -> anyhow::Result<bool> {
     }
 }
 
+/// A plain connection: no database created, no migration applied, so
+/// read access is enough (and slow-statement logs stay out of the output).
 async fn connect(database: &DatabaseConfig) -> anyhow::Result<EventStore> {
-    crate::startup::connect_and_migrate(database).await
+    use sqlx::ConnectOptions;
+    let options = sqlx::postgres::PgConnectOptions::from_str(&database.database_url)
+        .context("DATABASE_URL is not a valid Postgres URL")?
+        .disable_statement_logging();
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(database.database_max_connections.clamp(1, 4))
+        .connect_with(options)
+        .await
+        .context("connecting to Postgres (DATABASE_URL)")?;
+    Ok(EventStore::new(pool))
 }
 
 fn parse_key(hex_key: &str) -> anyhow::Result<[u8; 32]> {

@@ -40,8 +40,37 @@ pub async fn search<'e>(
     after: Checkpoint,
     limit: i64,
 ) -> Result<Vec<RecordedEvent>, StoreError> {
+    let rows = search_query("", filter, after, limit)
+        .build()
+        .fetch_all(db)
+        .await?;
+    rows.iter().map(decode).collect()
+}
+
+/// The plan Postgres runs [`search`] with, executed: the lines of
+/// `EXPLAIN (ANALYZE, BUFFERS)` of exactly that query (for the README's
+/// index evidence and for operators checking a slow search).
+pub async fn explain_search<'e>(
+    db: impl PgExecutor<'e>,
+    filter: &SearchFilter,
+    after: Checkpoint,
+    limit: i64,
+) -> Result<Vec<String>, StoreError> {
+    let lines: Vec<String> = search_query("EXPLAIN (ANALYZE, BUFFERS) ", filter, after, limit)
+        .build_query_scalar()
+        .fetch_all(db)
+        .await?;
+    Ok(lines)
+}
+
+fn search_query<'a>(
+    prefix: &str,
+    filter: &'a SearchFilter,
+    after: Checkpoint,
+    limit: i64,
+) -> QueryBuilder<'a, Postgres> {
     let mut query: QueryBuilder<'_, Postgres> = QueryBuilder::new(format!(
-        "SELECT {COLUMNS} FROM events WHERE (tx_id, position) > ("
+        "{prefix}SELECT {COLUMNS} FROM events WHERE (tx_id, position) > ("
     ));
     query.push_bind(after.tx_id);
     query.push(", ");
@@ -57,7 +86,7 @@ pub async fn search<'e>(
     for (column, value) in equals {
         if let Some(value) = value {
             query.push(format!(" AND {column} = "));
-            query.push_bind(value.clone());
+            query.push_bind(value.as_str());
         }
     }
     if let Some(from) = filter.from {
@@ -70,8 +99,7 @@ pub async fn search<'e>(
     }
     query.push(" ORDER BY tx_id, position LIMIT ");
     query.push_bind(limit.max(0));
-    let rows = query.build().fetch_all(db).await?;
-    rows.iter().map(decode).collect()
+    query
 }
 
 /// Every event whose metadata carries `correlation_id`, across all streams,

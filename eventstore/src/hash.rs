@@ -51,16 +51,16 @@ pub(crate) fn chain_recorded(
 
 /// Chains `content` onto `previous`.
 pub(crate) fn chain(previous: &[u8], content: &EventContent<'_>) -> [u8; 32] {
-    let mut buf = String::with_capacity(256);
-    buf.push('{');
+    let mut buf: Vec<u8> = Vec::with_capacity(512);
+    buf.push(b'{');
     push_field(&mut buf, "data", true);
-    write_canonical(&mut buf, content.data);
+    write_value(&mut buf, content.data);
     push_field(&mut buf, "event_id", false);
     write_str(&mut buf, &content.event_id.to_string());
     push_field(&mut buf, "event_type", false);
     write_str(&mut buf, content.event_type);
     push_field(&mut buf, "metadata", false);
-    write_canonical(&mut buf, content.metadata);
+    write_value(&mut buf, content.metadata);
     push_field(&mut buf, "recorded_at", false);
     write_str(
         &mut buf,
@@ -69,56 +69,66 @@ pub(crate) fn chain(previous: &[u8], content: &EventContent<'_>) -> [u8; 32] {
             .to_rfc3339_opts(SecondsFormat::Micros, true),
     );
     push_field(&mut buf, "schema_version", false);
-    buf.push_str(&content.schema_version.to_string());
+    buf.extend_from_slice(content.schema_version.to_string().as_bytes());
     push_field(&mut buf, "stream_id", false);
     write_str(&mut buf, content.stream_id);
     push_field(&mut buf, "version", false);
-    buf.push_str(&content.version.to_string());
-    buf.push('}');
+    buf.extend_from_slice(content.version.to_string().as_bytes());
+    buf.push(b'}');
 
     let mut hasher = Sha256::new();
     hasher.update(previous);
-    hasher.update(buf.as_bytes());
+    hasher.update(&buf);
     hasher.finalize().into()
 }
 
-fn push_field(buf: &mut String, name: &str, first: bool) {
+fn push_field(buf: &mut Vec<u8>, name: &str, first: bool) {
     if !first {
-        buf.push(',');
+        buf.push(b',');
     }
     write_str(buf, name);
-    buf.push(':');
+    buf.push(b':');
 }
 
-fn write_str(buf: &mut String, s: &str) {
-    // serde_json's string escaping is deterministic; serializing a &str cannot fail.
-    buf.push_str(&Value::String(s.to_owned()).to_string());
+/// A JSON string, escaped as serde_json escapes it (writing into a Vec
+/// cannot fail).
+fn write_str(buf: &mut Vec<u8>, s: &str) {
+    let _ = serde_json::to_writer(&mut *buf, s);
 }
 
 /// Compact JSON with object keys in byte order, whatever map type serde_json uses.
 pub(crate) fn write_canonical(buf: &mut String, value: &Value) {
+    let mut bytes = Vec::new();
+    write_value(&mut bytes, value);
+    // Only JSON text was written: valid UTF-8.
+    buf.push_str(&String::from_utf8_lossy(&bytes));
+}
+
+fn write_value(buf: &mut Vec<u8>, value: &Value) {
     match value {
         Value::Object(map) => {
             let mut keys: Vec<&String> = map.keys().collect();
-            keys.sort();
-            buf.push('{');
+            keys.sort_unstable();
+            buf.push(b'{');
             for (i, key) in keys.into_iter().enumerate() {
                 push_field(buf, key, i == 0);
-                write_canonical(buf, &map[key.as_str()]);
+                write_value(buf, &map[key.as_str()]);
             }
-            buf.push('}');
+            buf.push(b'}');
         }
         Value::Array(items) => {
-            buf.push('[');
+            buf.push(b'[');
             for (i, item) in items.iter().enumerate() {
                 if i > 0 {
-                    buf.push(',');
+                    buf.push(b',');
                 }
-                write_canonical(buf, item);
+                write_value(buf, item);
             }
-            buf.push(']');
+            buf.push(b']');
         }
-        scalar => buf.push_str(&scalar.to_string()),
+        scalar => {
+            let _ = serde_json::to_writer(&mut *buf, scalar);
+        }
     }
 }
 
@@ -136,6 +146,30 @@ mod tests {
         assert_eq!(a, b);
         assert_eq!(a, r#"{"a":{"x":null,"y":[1,2]},"b":1}"#);
     }
+
+    /// Stored hashes must never change meaning. The same value comes from
+    /// an independent implementation: SHA-256 of 32 zero bytes followed by
+    /// Python's `json.dumps(doc, sort_keys=True, separators=(",", ":"),
+    /// ensure_ascii=False)` of the hashed fields (see the README's offline
+    /// procedure).
+    #[test]
+    fn the_chain_hash_of_a_fixed_event_is_stable() {
+        let data = json!({"z": [1, "two", null, true], "a": {"é\"\n": 1.5}});
+        let meta = json!({"user_id": "ann", "correlation_id": "c-1"});
+        let content = EventContent {
+            stream_id: "order-1",
+            version: 3,
+            event_id: Uuid::nil(),
+            event_type: "OrderPlaced",
+            schema_version: 1,
+            data: &data,
+            metadata: &meta,
+            recorded_at: DateTime::UNIX_EPOCH,
+        };
+        assert_eq!(hex::encode(chain(&GENESIS, &content)), GOLDEN);
+    }
+
+    const GOLDEN: &str = "bb3b84653e2b3b9cc329d5b4eb7a5145c17ee976326a00c70bd777f8aae377ed";
 
     #[test]
     fn the_hash_depends_on_the_previous_hash_and_on_the_data() {

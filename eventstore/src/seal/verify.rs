@@ -3,18 +3,21 @@
 //! seal that catches it.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use ed25519_dalek::{Signature, Verifier, VerifyingKey};
 use futures::TryStreamExt;
 use serde::Serialize;
 use sqlx::{PgPool, Row};
+use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use super::merkle::{self, Frontier, Hash};
 use super::{signed_text, NO_PREVIOUS};
 use crate::hash;
 use crate::read::{decode, COLUMNS};
-use crate::StoreError;
+use crate::{RecordedEvent, StoreError};
 
 /// What a [`verify_seals`] run found.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
@@ -154,7 +157,23 @@ pub async fn verify_seals(
         .fetch_one(&mut *tx)
         .await?;
     let total = u64::try_from(total).unwrap_or(0);
-    let mut heads: HashMap<String, (u64, Hash)> = HashMap::new();
+    // The reader compares each event with what was sealed (cheap) and hands
+    // it to the worker of its stream, which recomputes the stream's hash
+    // chain (the costly part), so hashing runs beside reading and decoding.
+    let workers = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .clamp(2, 4);
+    let first_chain_failure = Arc::new(AtomicU64::new(u64::MAX));
+    let mut lanes = Vec::with_capacity(workers);
+    let mut handles = Vec::with_capacity(workers);
+    for _ in 0..workers {
+        let (send, receive) = mpsc::channel::<Vec<(u64, RecordedEvent, Hash)>>(16);
+        lanes.push((send, Vec::with_capacity(BATCH)));
+        let failure = first_chain_failure.clone();
+        handles.push(tokio::task::spawn_blocking(move || {
+            check_chains(receive, &failure)
+        }));
+    }
     let mut index: u64 = 0;
     let mut finding = None;
     {
@@ -165,6 +184,9 @@ pub async fn verify_seals(
         );
         let mut rows = sqlx::query(&sql).fetch(&mut *tx);
         while let Some(row) = rows.try_next().await? {
+            if index > first_chain_failure.load(Ordering::Relaxed) {
+                break;
+            }
             let event = decode(&row)?;
             let stored: Vec<u8> = row.try_get("hash")?;
             let stored: Hash = stored.try_into().unwrap_or([0; 32]);
@@ -178,6 +200,79 @@ pub async fn verify_seals(
                     break;
                 }
             }
+            let lane = lane_of(&event.stream_id, workers);
+            let (send, batch) = &mut lanes[lane];
+            batch.push((index, event, stored));
+            if batch.len() == BATCH {
+                // A worker that stopped (it found a problem) takes no more.
+                let _ = send.send(std::mem::take(batch)).await;
+            }
+            index += 1;
+            if index.is_multiple_of(10_000) {
+                progress(index, total);
+            }
+        }
+    }
+    for (send, batch) in lanes {
+        if !batch.is_empty() {
+            let _ = send.send(batch).await;
+        }
+    }
+    let mut chain_finding: Option<(u64, Finding)> = None;
+    for handle in handles {
+        if let Some((at, found)) = handle
+            .await
+            .map_err(|e| StoreError::Corrupt(format!("a verify worker failed: {e}")))?
+        {
+            if chain_finding.as_ref().is_none_or(|(first, _)| at < *first) {
+                chain_finding = Some((at, found));
+            }
+        }
+    }
+    progress(index, total);
+    report.events_checked = index;
+    if finding.is_none() && chain_finding.is_none() && index < report.sealed_events {
+        finding = Some(Mismatch { index, event: None });
+    }
+    // The first problem in global order wins.
+    if let Some((at, mut found)) = chain_finding {
+        if finding.as_ref().is_none_or(|m| at < m.index) {
+            found.seal_id = sealed.seal_of(at);
+            found.leaf_index = (at < report.sealed_events).then_some(at);
+            report.events_checked = at + 1;
+            report.finding = Some(found);
+            return Ok(report);
+        }
+    }
+    if let Some(mismatch) = finding {
+        report.events_checked = mismatch.index + u64::from(mismatch.event.is_some());
+        report.finding = Some(classify(&mut tx, &sealed, mismatch).await?);
+        return Ok(report);
+    }
+    report.valid = true;
+    Ok(report)
+}
+
+/// Events handed to a chain worker at a time.
+const BATCH: usize = 512;
+
+fn lane_of(stream_id: &str, lanes: usize) -> usize {
+    use std::hash::{Hash as _, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    stream_id.hash(&mut hasher);
+    (hasher.finish() % lanes as u64) as usize
+}
+
+/// Recomputes the hash chains of the streams of one lane, in the order
+/// their events arrive (global order); the first event that breaks its
+/// stream's chain, with its global index.
+fn check_chains(
+    mut receive: mpsc::Receiver<Vec<(u64, RecordedEvent, Hash)>>,
+    first_failure: &AtomicU64,
+) -> Option<(u64, Finding)> {
+    let mut heads: HashMap<String, (u64, Hash)> = HashMap::new();
+    while let Some(batch) = receive.blocking_recv() {
+        for (index, event, stored) in batch {
             let (previous_version, previous_hash) = heads
                 .get(&event.stream_id)
                 .copied()
@@ -203,38 +298,25 @@ pub async fn verify_seals(
                 } else {
                     FindingKind::Altered
                 };
-                report.finding = Some(Finding {
-                    kind,
-                    seal_id: sealed.seal_of(index),
-                    leaf_index: (index < report.sealed_events).then_some(index),
-                    global_position: Some(event.global_position),
-                    event_id: Some(event.event_id),
-                    stream_id: Some(event.stream_id.clone()),
-                    version: Some(event.version),
-                    detail,
-                });
-                report.events_checked = index + 1;
-                return Ok(report);
+                first_failure.fetch_min(index, Ordering::Relaxed);
+                return Some((
+                    index,
+                    Finding {
+                        kind,
+                        seal_id: None,
+                        leaf_index: None,
+                        global_position: Some(event.global_position),
+                        event_id: Some(event.event_id),
+                        stream_id: Some(event.stream_id.clone()),
+                        version: Some(event.version),
+                        detail,
+                    },
+                ));
             }
             heads.insert(event.stream_id, (event.version, stored));
-            index += 1;
-            if index.is_multiple_of(10_000) {
-                progress(index, total);
-            }
         }
     }
-    progress(index, total);
-    report.events_checked = index;
-    if finding.is_none() && index < report.sealed_events {
-        finding = Some(Mismatch { index, event: None });
-    }
-    if let Some(mismatch) = finding {
-        report.events_checked = mismatch.index + u64::from(mismatch.event.is_some());
-        report.finding = Some(classify(&mut tx, &sealed, mismatch).await?);
-        return Ok(report);
-    }
-    report.valid = true;
-    Ok(report)
+    None
 }
 
 /// The first place where the events differ from what was sealed.
