@@ -90,7 +90,7 @@ impl NewEvent {
 }
 
 /// A stored event with everything the store recorded about it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct RecordedEvent {
     /// Unique id of the event.
     pub event_id: Uuid,
