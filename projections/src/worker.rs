@@ -351,6 +351,12 @@ async fn apply_batch(
     live.finish(&mut tx).await?;
     tx.commit().await?;
     probe.batches.fetch_add(1, Ordering::Relaxed);
+    let name = projection.name();
+    metrics::counter!("fulcrum_projection_batches_total", "projection" => name).increment(1);
+    metrics::counter!("fulcrum_projection_events_applied_total", "projection" => name)
+        .increment(applied);
+    metrics::counter!("fulcrum_projection_dead_letters_total", "projection" => name)
+        .increment(dead);
     probe.applied.fetch_add(applied, Ordering::Relaxed);
     probe.duplicates.fetch_add(duplicates, Ordering::Relaxed);
     probe.dead_letters.fetch_add(dead, Ordering::Relaxed);

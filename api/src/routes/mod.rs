@@ -35,7 +35,8 @@ const ADMIN: &[Role] = &[Role::Admin];
 const CUSTOMER: &[Role] = &[Role::Customer];
 
 /// Every route of the server: the contract's, the audit routes (not in
-/// the contract yet), `/openapi.json`, `/docs` and `/schemas/...`.
+/// the contract yet), `/openapi.json`, `/docs`, `/schemas/...` and
+/// `/metrics`.
 pub fn router(state: AppState) -> Router {
     let mut api = crate::openapi::base();
     let documented = contract().finish_api(&mut api);
@@ -45,9 +46,12 @@ pub fn router(state: AppState) -> Router {
             get(audit::stream_events),
         )
         .route("/api/v1/audit/events", get(audit::events));
+    crate::metrics::handle();
     documented
         .merge(audit)
         .merge(Contract::new().routes())
+        .route("/metrics", get(crate::metrics::metrics))
+        .route_layer(middleware::from_fn(crate::metrics::track))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
