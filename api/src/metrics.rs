@@ -29,7 +29,13 @@ pub fn handle() -> &'static PrometheusHandle {
             .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), BUCKETS)
             .unwrap_or_else(|_| PrometheusBuilder::new());
         match builder.install_recorder() {
-            Ok(handle) => handle,
+            Ok(handle) => {
+                // Series that may stay at zero for long exist from the start,
+                // so that dashboards and alerts see 0 rather than nothing.
+                metrics::counter!("fulcrum_relay_publish_errors_total").increment(0);
+                metrics::counter!("fulcrum_relay_published_total").increment(0);
+                handle
+            }
             Err(error) => {
                 // Another recorder owns the process: render an empty registry.
                 tracing::warn!(%error, "metrics: a recorder is already installed");

@@ -6,7 +6,7 @@
 use fulcrum_tests::system::System;
 
 /// The scraped samples, by name and labels.
-struct Scrape(Vec<prometheus_parse::Sample>);
+struct Scrape(Vec<prometheus_parse::Sample>, String);
 
 impl Scrape {
     async fn of(system: &System) -> Scrape {
@@ -15,7 +15,18 @@ impl Scrape {
         let text = response.text().await.unwrap();
         let lines = text.lines().map(|l| Ok(l.to_owned()));
         let scrape = prometheus_parse::Scrape::parse(lines).expect("Prometheus text");
-        Scrape(scrape.samples)
+        Scrape(scrape.samples, text)
+    }
+
+    /// Every series name in the text (histograms' `_bucket`, `_sum` and
+    /// `_count` included).
+    fn names(&self) -> std::collections::BTreeSet<String> {
+        self.1
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+            .filter_map(|l| l.split(['{', ' ']).next())
+            .map(str::to_owned)
+            .collect()
     }
 
     /// The value of `name` whose labels include `labels` (0 when absent).
@@ -84,6 +95,7 @@ async fn the_named_series_move_with_an_order_through_the_pipeline() {
     assert!(after.value("fulcrum_projection_position", &[("projection", "orders")]) > 0.0);
     assert!(after.value("fulcrum_sagas", &[]) >= 1.0);
     assert!(after.value("fulcrum_db_pool_max_connections", &[]) > 0.0);
+    dashboard_queries_name_exposed_series(&after);
     for series in [
         "fulcrum_relay_lag_events",
         "fulcrum_relay_lag_seconds",
@@ -97,4 +109,35 @@ async fn the_named_series_move_with_an_order_through_the_pipeline() {
             "/metrics lacks {series}"
         );
     }
+}
+
+/// Every query of deploy/grafana/fulcrum.json names only series that
+/// `/metrics` exposes.
+fn dashboard_queries_name_exposed_series(scrape: &Scrape) {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../deploy/grafana/fulcrum.json"
+    );
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let exposed = scrape.names();
+    let mut queries = 0;
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap();
+            queries += 1;
+            let names: Vec<&str> = expr
+                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .filter(|w| w.starts_with("fulcrum_"))
+                .collect();
+            assert!(!names.is_empty(), "{expr} names no Fulcrum series");
+            for name in names {
+                assert!(
+                    exposed.contains(name),
+                    "the dashboard queries {name}, which /metrics lacks"
+                );
+            }
+        }
+    }
+    assert!(queries >= 10, "the dashboard has {queries} queries");
 }
