@@ -10,6 +10,7 @@ pub mod openapi;
 pub mod routes;
 pub mod startup;
 pub mod telemetry;
+pub mod trace;
 
 pub use config::{DatabaseConfig, ServeConfig};
 pub use startup::{AppState, Application};

@@ -55,6 +55,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn(crate::trace::traced))
         .layer(middleware::from_fn(extract::correlation))
         .with_state(state)
 }

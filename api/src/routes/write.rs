@@ -21,7 +21,8 @@ pub fn context(
     route: &str,
     body: &Value,
 ) -> CommandContext {
-    let context = CommandContext::new(caller.user_id.clone(), correlation.0);
+    let context = CommandContext::new(caller.user_id.clone(), correlation.0)
+        .with_traceparent(eventstore::trace::next_hop());
     match key.0 {
         Some(key) => {
             let hash =

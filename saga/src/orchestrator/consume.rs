@@ -1,6 +1,7 @@
 //! Consuming: each message's saga change, then its steps.
 
 use super::*;
+use tracing::Instrument;
 
 impl Orchestrator {
     /// Consumes batches until `stopping` (checked between batches), or
@@ -81,7 +82,23 @@ impl Orchestrator {
     ) -> Result<(), SagaError> {
         let mut backoff = Backoff::new(self.config.retry_min, self.config.retry_max);
         loop {
-            match self.handle(order_id, event, &input).await {
+            let attempt = self.handle(order_id, event, &input);
+            let result = match eventstore::trace::TraceParent::of_metadata(&event.metadata) {
+                Some(trace) => {
+                    let span = tracing::info_span!(
+                        "saga_event",
+                        trace_id = %trace.trace_id(),
+                        correlation_id = text(&event.metadata, "correlation_id").unwrap_or_default(),
+                        %order_id,
+                        event_type = %event.event_type,
+                    );
+                    eventstore::trace::scope(trace.child(), attempt)
+                        .instrument(span)
+                        .await
+                }
+                None => attempt.await,
+            };
+            match result {
                 Ok(()) => return Ok(()),
                 Err(SagaError::Crashed) => return Err(SagaError::Crashed),
                 Err(SagaError::Domain(error)) => {

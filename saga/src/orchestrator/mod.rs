@@ -193,6 +193,7 @@ impl Orchestrator {
                         correlation_id: correlation_id.to_owned(),
                         causation_id,
                         actor: "saga".into(),
+                        traceparent: eventstore::trace::next_hop(),
                     };
                     self.probe.steps.fetch_add(1, Ordering::Relaxed);
                     let result = steps::perform(
