@@ -15,12 +15,11 @@ use crate::extract::CorrelationId;
 
 /// The middleware: continues or starts the trace, and opens the span.
 pub async fn traced(request: Request, next: Next) -> Response {
-    let trace = request
+    let parent = request
         .headers()
         .get(trace::METADATA_KEY)
         .and_then(|v| v.to_str().ok())
-        .and_then(TraceParent::parse)
-        .map_or_else(TraceParent::start, |parent| parent.child());
+        .and_then(TraceParent::parse);
     let correlation_id = request
         .extensions()
         .get::<CorrelationId>()
@@ -28,13 +27,19 @@ pub async fn traced(request: Request, next: Next) -> Response {
         .unwrap_or_default();
     let span = tracing::info_span!(
         "request",
-        trace_id = %trace.trace_id(),
-        span_id = %trace.span_id(),
+        trace_id = tracing::field::Empty,
+        span_id = tracing::field::Empty,
         correlation_id = %correlation_id,
     );
-    let mut response = trace::scope(trace, next.run(request))
-        .instrument(span)
-        .await;
+    let trace = trace::enter(&span, parent);
+    span.record("trace_id", trace.trace_id().as_str());
+    span.record("span_id", trace.span_id().as_str());
+    let work = async move {
+        let response = next.run(request).await;
+        tracing::debug!(status = %response.status(), "answered");
+        response
+    };
+    let mut response = trace::scope(trace, work).instrument(span).await;
     if let Ok(value) = HeaderValue::from_str(&trace.to_string()) {
         response.headers_mut().insert(trace::METADATA_KEY, value);
     }

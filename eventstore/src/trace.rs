@@ -7,6 +7,11 @@
 //!
 //! `traceparent` is `00-<32 hex trace id>-<16 hex parent span id>-<2 hex
 //! flags>` (W3C Trace Context, version 00).
+//!
+//! With OpenTelemetry export on (`OTEL_EXPORTER_OTLP_ENDPOINT`, see the
+//! `api` crate's telemetry), [`enter`] makes a tracing span a child of the
+//! trace, and the span's own ids become the trace's next hop, so the
+//! exported spans and the ids in the events agree.
 
 use std::fmt;
 
@@ -117,6 +122,38 @@ pub fn current() -> Option<TraceParent> {
 /// an event appended): a child of [`current`], if any.
 pub fn next_hop() -> Option<String> {
     current().map(|t| t.child().to_string())
+}
+
+/// Joins `span` to the trace `parent` (a remote parent, for OpenTelemetry
+/// export) and answers the trace the work inside `span` runs in: the
+/// span's own context when spans are exported, else a child of `parent`.
+pub fn enter(span: &tracing::Span, parent: Option<TraceParent>) -> TraceParent {
+    use opentelemetry::trace::{
+        SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState,
+    };
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    if let Some(parent) = parent {
+        let remote = SpanContext::new(
+            TraceId::from(parent.trace_id),
+            SpanId::from(parent.span_id),
+            TraceFlags::new(parent.flags),
+            true,
+            TraceState::default(),
+        );
+        let context = opentelemetry::Context::new().with_remote_span_context(remote);
+        // Fails only when no OpenTelemetry layer is installed: nothing to join.
+        let _ = span.set_parent(context);
+    }
+    let context = span.context();
+    let own = context.span().span_context().clone();
+    if own.is_valid() {
+        return TraceParent {
+            trace_id: u128::from_be_bytes(own.trace_id().to_bytes()),
+            span_id: u64::from_be_bytes(own.span_id().to_bytes()),
+            flags: own.trace_flags().to_u8(),
+        };
+    }
+    parent.map_or_else(TraceParent::start, |p| p.child())
 }
 
 fn new_span_id() -> u64 {

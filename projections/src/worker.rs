@@ -384,11 +384,14 @@ fn event_span(projection: Projection, message: &OwnedMessage, event: &RecordedEv
         .and_then(TraceParent::parse)
         .or_else(|| TraceParent::of_metadata(&event.metadata));
     let correlation_id = headers::get(message, headers::CORRELATION_ID).unwrap_or_default();
-    tracing::info_span!(
+    let span = tracing::info_span!(
         "projection_event",
         %projection,
-        trace_id = %trace.map(|t| t.trace_id()).unwrap_or_default(),
+        trace_id = tracing::field::Empty,
         correlation_id = %correlation_id,
         global_position = event.global_position,
-    )
+    );
+    let trace = eventstore::trace::enter(&span, trace);
+    span.record("trace_id", trace.trace_id().as_str());
+    span
 }

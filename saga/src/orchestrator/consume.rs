@@ -83,21 +83,19 @@ impl Orchestrator {
         let mut backoff = Backoff::new(self.config.retry_min, self.config.retry_max);
         loop {
             let attempt = self.handle(order_id, event, &input);
-            let result = match eventstore::trace::TraceParent::of_metadata(&event.metadata) {
-                Some(trace) => {
-                    let span = tracing::info_span!(
-                        "saga_event",
-                        trace_id = %trace.trace_id(),
-                        correlation_id = text(&event.metadata, "correlation_id").unwrap_or_default(),
-                        %order_id,
-                        event_type = %event.event_type,
-                    );
-                    eventstore::trace::scope(trace.child(), attempt)
-                        .instrument(span)
-                        .await
-                }
-                None => attempt.await,
-            };
+            let span = tracing::info_span!(
+                "saga_event",
+                trace_id = tracing::field::Empty,
+                correlation_id = text(&event.metadata, "correlation_id").unwrap_or_default(),
+                %order_id,
+                event_type = %event.event_type,
+            );
+            let parent = eventstore::trace::TraceParent::of_metadata(&event.metadata);
+            let trace = eventstore::trace::enter(&span, parent);
+            span.record("trace_id", trace.trace_id().as_str());
+            let result = eventstore::trace::scope(trace, attempt)
+                .instrument(span)
+                .await;
             match result {
                 Ok(()) => return Ok(()),
                 Err(SagaError::Crashed) => return Err(SagaError::Crashed),
