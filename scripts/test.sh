@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Runs every test: unit, integration (real Postgres, real Kafka-protocol
-# broker) and end-to-end. Starts Postgres if it is down and, unless
+# Runs every test: the contract fuzzing (scripts/contract-test.sh:
+# schemathesis against a live server, a few minutes), then unit,
+# integration (real Postgres, real Kafka-protocol broker) and end-to-end.
+# Starts Postgres if it is down and, unless
 # KAFKA_BROKERS names a broker of yours, the development broker
 # (scripts/kafka.sh: Tansu on 127.0.0.1:9092; it keeps running afterwards,
 # `scripts/kafka.sh stop` stops it).
@@ -13,4 +15,5 @@ scripts/kafka.sh install >/dev/null
 if [ -z "${KAFKA_BROKERS:-}" ]; then
   scripts/kafka.sh start
 fi
+KAFKA_BROKERS="${KAFKA_BROKERS:-127.0.0.1:9092}" scripts/contract-test.sh
 cargo test --workspace --locked "$@"

@@ -6,9 +6,12 @@ pub mod auth;
 pub mod config;
 pub mod error;
 pub mod extract;
+pub mod metrics;
+pub mod openapi;
 pub mod routes;
 pub mod startup;
 pub mod telemetry;
+pub mod trace;
 
 pub use config::{DatabaseConfig, ServeConfig};
 pub use startup::{AppState, Application};

@@ -79,7 +79,13 @@ fn parse_role(s: &str) -> Result<Role, String> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     api::telemetry::init();
-    match Cli::parse().command {
+    let result = run(Cli::parse()).await;
+    api::telemetry::shutdown();
+    result
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
         Command::Serve(config) => {
             // Before start-up, so that SIGTERM while migrating stops gracefully.
             let stop = api::startup::shutdown_signal();

@@ -1,30 +1,83 @@
 //! Tracing set-up and the request-logging layer.
 
 use std::any::Any;
+use std::sync::OnceLock;
 
 use axum::extract::Request;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_sdk::trace::SdkTracerProvider;
 use tower_http::catch_panic::CatchPanicLayer;
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
 
 use crate::error::{ApiError, InternalError};
 
+/// The span exporter, when one runs (kept to flush it at exit).
+static PROVIDER: OnceLock<SdkTracerProvider> = OnceLock::new();
+
 /// Installs a subscriber that logs to stderr, filtered by `RUST_LOG`
-/// (default `info`). `FULCRUM_LOG_FORMAT=json` switches to JSON lines.
+/// (default `info`). `FULCRUM_LOG_FORMAT=json` switches to JSON lines (each
+/// with the fields of its spans: a request's or a consumed event's trace
+/// and correlation ids). With `OTEL_EXPORTER_OTLP_ENDPOINT` set, spans are
+/// also exported over OTLP (HTTP/protobuf, the standard `OTEL_*` variables
+/// apply); without it nothing is exported.
 pub fn init() {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let result = if std::env::var("FULCRUM_LOG_FORMAT").as_deref() == Ok("json") {
-        builder.json().try_init()
+    let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let logs = if std::env::var("FULCRUM_LOG_FORMAT").as_deref() == Ok("json") {
+        logs.json().boxed()
     } else {
-        builder.try_init()
+        logs.boxed()
     };
+    let spans = otlp_tracer().map(|tracer| tracing_opentelemetry::layer().with_tracer(tracer));
+    let result = tracing_subscriber::registry()
+        .with(filter)
+        .with(logs)
+        .with(spans)
+        .try_init();
     // A subscriber already installed (tests) is fine.
     let _ = result;
+}
+
+/// Flushes and stops the span exporter, if one runs.
+pub fn shutdown() {
+    if let Some(provider) = PROVIDER.get() {
+        if let Err(error) = provider.shutdown() {
+            eprintln!("flushing the OTLP span exporter: {error}");
+        }
+    }
+}
+
+/// An OTLP tracer when `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
+fn otlp_tracer() -> Option<opentelemetry_sdk::trace::SdkTracer> {
+    let endpoint = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").ok()?;
+    if endpoint.trim().is_empty() {
+        return None;
+    }
+    let exporter = match opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .build()
+    {
+        Ok(exporter) => exporter,
+        Err(error) => {
+            eprintln!("OTEL_EXPORTER_OTLP_ENDPOINT={endpoint}: no span export ({error})");
+            return None;
+        }
+    };
+    let resource = opentelemetry_sdk::Resource::builder()
+        .with_service_name("fulcrum")
+        .build();
+    let provider = SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_resource(resource)
+        .build();
+    let tracer = provider.tracer("fulcrum");
+    let _ = PROVIDER.set(provider);
+    Some(tracer)
 }
 
 /// Wraps the router in a span per request and logs server errors inside

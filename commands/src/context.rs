@@ -19,6 +19,9 @@ pub struct CommandContext {
     pub idempotency: Option<Idempotency>,
     /// A free-text note from the client (e.g. why it cancels), recorded as `note`.
     pub note: Option<String>,
+    /// The W3C `traceparent` of the trace this command belongs to, recorded
+    /// as `traceparent` (see [`eventstore::trace`]).
+    pub traceparent: Option<String>,
 }
 
 /// A client's idempotency key for one command.
@@ -44,7 +47,14 @@ impl CommandContext {
             user_id: user_id.into(),
             idempotency: None,
             note: None,
+            traceparent: None,
         }
+    }
+
+    /// This context within the trace `traceparent`.
+    pub fn with_traceparent(mut self, traceparent: Option<String>) -> Self {
+        self.traceparent = traceparent;
+        self
     }
 
     /// This context with a client's note, recorded in the events' metadata.
@@ -69,6 +79,9 @@ impl CommandContext {
         });
         if let (Some(note), Some(map)) = (&self.note, metadata.as_object_mut()) {
             map.insert("note".into(), json!(note));
+        }
+        if let (Some(trace), Some(map)) = (&self.traceparent, metadata.as_object_mut()) {
+            map.insert(eventstore::trace::METADATA_KEY.into(), json!(trace));
         }
         metadata
     }

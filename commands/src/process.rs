@@ -25,6 +25,8 @@ pub struct CausedBy {
     pub causation_id: String,
     /// Who acts, e.g. `saga`.
     pub actor: String,
+    /// The trace it continues (the causing event's `traceparent`), if any.
+    pub traceparent: Option<String>,
 }
 
 /// A command for one of the order's aggregates, addressed by id.
@@ -90,6 +92,7 @@ impl CommandContext {
             user_id: cause.actor.clone(),
             idempotency: None,
             note: None,
+            traceparent: cause.traceparent.clone(),
         }
         .with_idempotency(
             process_key(cause.command_id),

@@ -19,6 +19,7 @@ pub mod order;
 pub mod payment;
 pub mod product;
 pub mod saga;
+pub mod schemas;
 pub mod shipment;
 pub mod upcast;
 mod validate;

@@ -32,6 +32,7 @@ mod store;
 mod subscribe;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod trace;
 mod verify;
 
 pub use append::{append_in, lock_stream, stream_type, validate_stream_id};

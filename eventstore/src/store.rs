@@ -79,6 +79,26 @@ impl EventStore {
         events: &[NewEvent],
         metadata: &Value,
     ) -> Result<AppendResult, StoreError> {
+        let started = std::time::Instant::now();
+        let result = self
+            .append_once(stream_id, expected, events, metadata)
+            .await;
+        let outcome = if result.is_ok() { "ok" } else { "error" };
+        metrics::counter!("fulcrum_appends_total", "outcome" => outcome).increment(1);
+        metrics::histogram!("fulcrum_append_duration_seconds").record(started.elapsed());
+        if result.is_ok() {
+            metrics::counter!("fulcrum_appended_events_total").increment(events.len() as u64);
+        }
+        result
+    }
+
+    async fn append_once(
+        &self,
+        stream_id: &str,
+        expected: ExpectedVersion,
+        events: &[NewEvent],
+        metadata: &Value,
+    ) -> Result<AppendResult, StoreError> {
         validate(stream_id, events, metadata)?;
         let recorded_at = now_micros();
         let guess = match expected {

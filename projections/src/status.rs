@@ -44,7 +44,7 @@ impl fmt::Display for OnError {
 }
 
 /// A projection's status, as `projection_status.status` stores it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
     /// Applying events as they arrive.
@@ -84,7 +84,7 @@ impl fmt::Display for Status {
 }
 
 /// One line of `GET /api/v1/admin/projections`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct ProjectionInfo {
     /// The projection's name.
     pub name: String,
@@ -172,7 +172,7 @@ pub async fn dead_letter(
 }
 
 /// One recorded dead letter.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow, schemars::JsonSchema)]
 pub struct DeadLetter {
     /// The event that could not be applied.
     pub event_id: uuid::Uuid,

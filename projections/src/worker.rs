@@ -13,11 +13,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::Utc;
-use eventstore::kafka::{envelope, Backoff, ConsumerSettings, EventConsumer};
+use eventstore::kafka::{envelope, headers, Backoff, ConsumerSettings, EventConsumer};
+use eventstore::trace::TraceParent;
 use eventstore::{EventStore, RecordedEvent};
 use futures::FutureExt;
 use rdkafka::error::KafkaError;
 use rdkafka::message::OwnedMessage;
+use tracing::{Instrument, Span};
 
 use crate::live::LiveBatch;
 use crate::status::{self, OnError, Status};
@@ -318,10 +320,12 @@ async fn apply_batch(
                 continue;
             }
         };
-        match live.apply(&mut tx, event).await {
+        let span = event_span(projection, &batch[index], event);
+        match live.apply(&mut tx, event).instrument(span.clone()).await {
             Ok(Applied::Applied) => {
                 applied += 1;
                 recorded.push(event.recorded_at);
+                span.in_scope(|| tracing::debug!(event_type = %event.event_type, "applied"));
             }
             Ok(Applied::Duplicate) => duplicates += 1,
             Ok(Applied::Ignored | Applied::Gap { .. }) => {}
@@ -331,7 +335,9 @@ async fn apply_batch(
                 | ProjectionError::Gap { .. }),
             ) => {
                 let message = error.to_string();
-                tracing::error!(%projection, error = %message, "dead-lettering an event");
+                span.in_scope(
+                    || tracing::error!(%projection, error = %message, "dead-lettering an event"),
+                );
                 dead += u64::from(status::dead_letter(&mut tx, projection, event, &message).await?);
                 match on_error {
                     OnError::Halt => {
@@ -351,6 +357,12 @@ async fn apply_batch(
     live.finish(&mut tx).await?;
     tx.commit().await?;
     probe.batches.fetch_add(1, Ordering::Relaxed);
+    let name = projection.name();
+    metrics::counter!("fulcrum_projection_batches_total", "projection" => name).increment(1);
+    metrics::counter!("fulcrum_projection_events_applied_total", "projection" => name)
+        .increment(applied);
+    metrics::counter!("fulcrum_projection_dead_letters_total", "projection" => name)
+        .increment(dead);
     probe.applied.fetch_add(applied, Ordering::Relaxed);
     probe.duplicates.fetch_add(duplicates, Ordering::Relaxed);
     probe.dead_letters.fetch_add(dead, Ordering::Relaxed);
@@ -361,4 +373,25 @@ async fn apply_batch(
         }
     }
     Ok(outcome)
+}
+
+/// The span of one consumed event: its trace (the Kafka `traceparent`
+/// header, else the event's metadata) and correlation id go on every log
+/// line about it.
+fn event_span(projection: Projection, message: &OwnedMessage, event: &RecordedEvent) -> Span {
+    let trace = headers::get(message, headers::TRACEPARENT)
+        .as_deref()
+        .and_then(TraceParent::parse)
+        .or_else(|| TraceParent::of_metadata(&event.metadata));
+    let correlation_id = headers::get(message, headers::CORRELATION_ID).unwrap_or_default();
+    let span = tracing::info_span!(
+        "projection_event",
+        %projection,
+        trace_id = tracing::field::Empty,
+        correlation_id = %correlation_id,
+        global_position = event.global_position,
+    );
+    let trace = eventstore::trace::enter(&span, trace);
+    span.record("trace_id", trace.trace_id().as_str());
+    span
 }

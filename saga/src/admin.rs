@@ -13,7 +13,7 @@ use crate::store::{stream_id, Cause, Changed};
 use crate::{SagaError, SagaStore};
 
 /// One saga in the list.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct SagaSummary {
     /// The order.
     pub order_id: Uuid,
@@ -30,7 +30,7 @@ pub struct SagaSummary {
 }
 
 /// A page of sagas, newest first.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct SagaPage {
     /// The sagas.
     pub items: Vec<SagaSummary>,
@@ -108,7 +108,7 @@ pub async fn list(
 }
 
 /// One step of a saga's history.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct StepView {
     /// The step, e.g. `reserve_stock`.
     pub name: String,
@@ -129,7 +129,7 @@ pub struct StepView {
 }
 
 /// One event of the saga's stream.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct HistoryEntry {
     /// Its version in the saga stream.
     pub version: u64,
@@ -144,7 +144,7 @@ pub struct HistoryEntry {
 }
 
 /// A saga with its steps and its full history.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct SagaDetail {
     /// The order.
     pub order_id: Uuid,

@@ -158,12 +158,16 @@ impl SagaStore {
             .correlation_id
             .clone()
             .unwrap_or_else(|| after.correlation_id.clone());
-        let metadata = json!({
+        let mut metadata = json!({
             "correlation_id": correlation,
             "causation_id": cause.causation_id,
             "user_id": cause.actor,
             "command_id": Uuid::new_v4(),
         });
+        if let (Some(trace), Some(map)) = (eventstore::trace::next_hop(), metadata.as_object_mut())
+        {
+            map.insert(eventstore::trace::METADATA_KEY.into(), json!(trace));
+        }
         // The append comes first in the transaction and takes the stream's
         // lock before writing, so no separate lock is needed.
         let mut tx = self.store.pool().begin().await?;

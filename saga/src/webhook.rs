@@ -58,6 +58,7 @@ pub async fn record(
         correlation_id: saga.correlation_id.clone(),
         causation_id,
         actor: "payment-gateway".into(),
+        traceparent: None,
     };
     commands
         .dispatch(ProcessCommand::Payment { order_id, command }, &cause)

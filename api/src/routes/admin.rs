@@ -1,17 +1,39 @@
 //! Admin routes for projections: their status, and rebuilds.
 
 use axum::extract::State;
-use axum::http::StatusCode;
 use axum::Json;
+use projections::status::{DeadLetter, ProjectionInfo, Status};
 use projections::{Projection, Rebuild, RebuildError};
-use serde_json::{json, Value};
+use schemars::JsonSchema;
+use serde::Serialize;
 
+use super::answer::{Accepted, Answer, Items};
+use super::paging::{DEFAULT_LIMIT, MAX_LIMIT};
 use crate::auth::{Caller, Role};
 use crate::error::ApiError;
 use crate::extract::Segment;
-use crate::routes::audit::{DEFAULT_LIMIT, MAX_LIMIT};
 use crate::routes::queries::{parse_limit, Params};
 use crate::startup::AppState;
+
+/// A projection's dead letters.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct DeadLetters {
+    /// The projection.
+    pub name: String,
+    /// How many dead letters it has in all.
+    pub total: i64,
+    /// The first `limit` of them, oldest first.
+    pub items: Vec<DeadLetter>,
+}
+
+/// The answer to a rebuild request.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct RebuildStarted {
+    /// The projection.
+    pub name: String,
+    /// `rebuilding`.
+    pub status: Status,
+}
 
 /// `GET /api/v1/admin/projections` (operator, admin): every projection's
 /// position, the store's head, the lag (events of its streams not applied
@@ -20,12 +42,12 @@ use crate::startup::AppState;
 pub async fn projections(
     State(state): State<AppState>,
     caller: Caller,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Items<ProjectionInfo>>, ApiError> {
     caller.require(&[Role::Operator, Role::Admin])?;
     let items = projections::status::list(state.store.pool())
         .await
         .map_err(anyhow::Error::from)?;
-    Ok(Json(json!({ "items": items })))
+    Ok(Json(Items { items }))
 }
 
 /// `GET /api/v1/admin/projections/{name}/dead-letters?limit=` (operator,
@@ -39,7 +61,7 @@ pub async fn dead_letters(
     caller: Caller,
     Segment(name): Segment,
     params: Params,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<DeadLetters>, ApiError> {
     caller.require(&[Role::Operator, Role::Admin])?;
     let mut query = params.check_exact(&["limit"]);
     let limit = query
@@ -55,9 +77,11 @@ pub async fn dead_letters(
     let total = projections::status::dead_letter_count(pool, projection)
         .await
         .map_err(anyhow::Error::from)?;
-    Ok(Json(
-        json!({ "name": projection.name(), "total": total, "items": items }),
-    ))
+    Ok(Json(DeadLetters {
+        name: projection.name().to_owned(),
+        total,
+        items,
+    }))
 }
 
 /// `POST /api/v1/admin/projections/{name}/rebuild` (admin): claims the
@@ -69,7 +93,7 @@ pub async fn rebuild(
     State(state): State<AppState>,
     caller: Caller,
     Segment(name): Segment,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<Accepted<RebuildStarted>, ApiError> {
     caller.require(&[Role::Admin])?;
     let projection = Projection::parse(&name)
         .ok_or_else(|| ApiError::NotFound(format!("no projection {name:?}")))?;
@@ -84,8 +108,8 @@ pub async fn rebuild(
         // Failures are logged and recorded as the projection's last_error.
         let _ = rebuild.run(|_| {}).await;
     });
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(json!({ "name": projection.name(), "status": "rebuilding" })),
-    ))
+    Ok(Answer(RebuildStarted {
+        name: projection.name().to_owned(),
+        status: Status::Rebuilding,
+    }))
 }

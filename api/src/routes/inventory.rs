@@ -1,23 +1,23 @@
 //! `POST /api/v1/inventory/{sku}/receipts`: receive stock (operator).
 
 use axum::extract::State;
-use axum::http::StatusCode;
-use axum::Json;
 use commands::CommandError;
 use domain::DomainError;
+use schemars::JsonSchema;
 use serde::Deserialize;
-use serde_json::{json, Value};
 
-use super::write::{answer, context};
+use super::answer::{Answer, Created, SkuReply, Written};
+use super::write::{context, reply, written};
 use crate::auth::{Caller, Role};
 use crate::error::ApiError;
 use crate::extract::{ApiJson, CorrelationId, IdempotencyKey, Segment};
 use crate::startup::AppState;
 
 /// The body of a stock receipt.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Receipt {
+    /// How many units arrived, more than 0.
     quantity: i64,
 }
 
@@ -31,14 +31,14 @@ pub async fn receive(
     correlation: CorrelationId,
     key: Result<IdempotencyKey, ApiError>,
     body: Result<ApiJson<Receipt>, ApiError>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<Created<Written<SkuReply>>, ApiError> {
     caller.require(&[Role::Operator, Role::Admin])?;
     // The role check comes first: a caller without the role learns nothing
     // about the body or the key it sent.
     let (key, body) = (key?, body?);
     let route = format!("POST /api/v1/inventory/{sku}/receipts");
     let context = context(&caller, correlation, key, &route, &body.raw);
-    let reply = json!({"sku": sku});
+    let reply = reply(&SkuReply { sku: sku.clone() })?;
     let outcome = state
         .commands
         .receive_stock(&sku, body.value.quantity, context, reply)
@@ -49,5 +49,5 @@ pub async fn receive(
             }
             other => other.into(),
         })?;
-    Ok(answer(StatusCode::CREATED, outcome))
+    Ok(Answer(written(outcome)?))
 }

@@ -1,71 +1,258 @@
 //! HTTP routes, one module per route group.
 
 pub mod admin;
+pub mod answer;
 pub mod audit;
 pub mod health;
 pub mod inventory;
 pub mod orders;
+pub mod paging;
 pub mod products;
 pub mod queries;
 pub mod sagas;
 mod write;
 
+use aide::axum::routing::{get_with, post_with};
+use aide::axum::ApiRouter;
+use aide::transform::TransformOperation as Op;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
+use axum::routing::get;
 use axum::{middleware, Router};
 
+use crate::auth::Role;
 use crate::error::ApiError;
 use crate::extract::{self, MAX_BODY_BYTES};
+use crate::openapi::{
+    conflict, not_found as missing, path, query, roles, timeout, unavailable, Contract, OrderPath,
+    ProjectionPath, SagaPath, SkuPath,
+};
 use crate::startup::AppState;
+use paging::{Limit, OrderListQuery, ReadQuery, SagaListQuery, SalesQuery};
 
-/// Every route of the server.
+const ANY: &[Role] = &[Role::Customer, Role::Operator, Role::Admin];
+const STAFF: &[Role] = &[Role::Operator, Role::Admin];
+const ADMIN: &[Role] = &[Role::Admin];
+const CUSTOMER: &[Role] = &[Role::Customer];
+
+/// Every route of the server: the contract's, the audit routes (not in
+/// the contract yet), `/openapi.json`, `/docs`, `/schemas/...` and
+/// `/metrics`.
 pub fn router(state: AppState) -> Router {
-    let api = Router::new()
-        .route("/products", post(products::define).get(queries::products))
-        .route("/inventory/{sku}", get(queries::stock))
-        .route("/inventory/{sku}/receipts", post(inventory::receive))
-        .route("/orders", post(orders::place).get(queries::orders))
-        .route("/orders/{id}", get(queries::order))
-        .route("/orders/{id}/cancel", post(orders::cancel))
-        .route("/orders/{id}/ship", post(orders::ship))
-        .route("/orders/{id}/deliver", post(orders::deliver))
+    let mut api = crate::openapi::base();
+    let documented = contract().finish_api(&mut api);
+    let audit = Router::new()
         .route(
-            "/audit/streams/{stream_id}/events",
+            "/api/v1/audit/streams/{stream_id}/events",
             get(audit::stream_events),
         )
         .route(
-            "/audit/streams/{stream_id}/verify",
+            "/api/v1/audit/streams/{stream_id}/verify",
             get(audit::verify_stream),
         )
-        .route("/audit/streams/{stream_id}/state", get(audit::stream_state))
-        .route("/audit/events", get(audit::events))
-        .route("/audit/events/{event_id}/proof", get(audit::proof))
         .route(
-            "/audit/correlations/{correlation_id}",
+            "/api/v1/audit/streams/{stream_id}/state",
+            get(audit::stream_state),
+        )
+        .route("/api/v1/audit/events", get(audit::events))
+        .route("/api/v1/audit/events/{event_id}/proof", get(audit::proof))
+        .route(
+            "/api/v1/audit/correlations/{correlation_id}",
             get(audit::correlation),
         )
-        .route("/audit/seals", get(audit::seals).post(audit::seal_now))
-        .route("/admin/projections", get(admin::projections))
-        .route("/admin/projections/{name}/rebuild", post(admin::rebuild))
         .route(
-            "/admin/projections/{name}/dead-letters",
-            get(admin::dead_letters),
-        )
-        .route("/admin/sagas", get(sagas::list))
-        .route("/admin/sagas/{id}", get(sagas::detail))
-        .route("/admin/sagas/{id}/retry", post(sagas::retry))
-        .route("/admin/sagas/{id}/abort", post(sagas::abort))
-        .route("/stats/sales", get(queries::sales))
-        .fallback(not_found);
-    Router::new()
-        .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
-        .nest("/api/v1", api)
+            "/api/v1/audit/seals",
+            get(audit::seals).post(audit::seal_now),
+        );
+    crate::metrics::handle();
+    documented
+        .merge(audit)
+        .merge(Contract::new().routes())
+        .route("/metrics", get(crate::metrics::metrics))
+        .route_layer(middleware::from_fn(crate::metrics::track))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn(crate::trace::traced))
         .layer(middleware::from_fn(extract::correlation))
         .with_state(state)
+}
+
+/// The routes of the HTTP contract, each with its documentation: a route
+/// registered here is in `/openapi.json` (its extractors and answer types
+/// document parameters, bodies, answers and errors; the closure adds the
+/// summary, roles, typed path and query, and route-specific errors).
+pub fn contract() -> ApiRouter<AppState> {
+    ApiRouter::new()
+        .api_route(
+            "/healthz",
+            get_with(health::healthz, |op| op.summary("Liveness (no token)")),
+        )
+        .api_route(
+            "/readyz",
+            get_with(health::readyz, |op| {
+                op.summary("Readiness: the database answers and is migrated (no token)")
+                    .with(unavailable)
+            }),
+        )
+        .api_route(
+            "/api/v1/products",
+            post_with(products::define, |op| {
+                op.summary("Define a product")
+                    .with(roles(STAFF))
+                    .with(conflict)
+            })
+            .get_with(queries::products, |op| {
+                read(op.summary("The catalogue, by SKU"), ANY).with(query::<ReadQuery>)
+            }),
+        )
+        .api_route(
+            "/api/v1/inventory/{sku}",
+            get_with(queries::stock, |op| {
+                read(op.summary("A SKU's stock"), ANY)
+                    .with(path::<SkuPath>)
+                    .with(query::<ReadQuery>)
+                    .with(missing)
+            }),
+        )
+        .api_route(
+            "/api/v1/inventory/{sku}/receipts",
+            post_with(inventory::receive, |op| {
+                op.summary("Receive stock of a defined product")
+                    .with(roles(STAFF))
+                    .with(path::<SkuPath>)
+                    .with(missing)
+                    .with(conflict)
+            }),
+        )
+        .api_route(
+            "/api/v1/orders",
+            post_with(orders::place, |op| {
+                op.summary("Place an order (the saga does the rest)")
+                    .with(roles(CUSTOMER))
+                    .with(conflict)
+            })
+            .get_with(queries::orders, |op| {
+                read(
+                    op.summary("A page of orders, newest first (a customer's own)"),
+                    ANY,
+                )
+                .with(query::<OrderListQuery>)
+            }),
+        )
+        .api_route(
+            "/api/v1/orders/{id}",
+            get_with(queries::order, |op| {
+                read(op.summary("An order"), ANY)
+                    .with(path::<OrderPath>)
+                    .with(query::<ReadQuery>)
+                    .with(missing)
+            }),
+        )
+        .api_route(
+            "/api/v1/orders/{id}/cancel",
+            post_with(orders::cancel, |op| {
+                order_command(op.summary("Cancel an order (before it ships)"), ANY)
+            }),
+        )
+        .api_route(
+            "/api/v1/orders/{id}/ship",
+            post_with(orders::ship, |op| {
+                order_command(op.summary("Record that a confirmed order shipped"), STAFF)
+            }),
+        )
+        .api_route(
+            "/api/v1/orders/{id}/deliver",
+            post_with(orders::deliver, |op| {
+                order_command(
+                    op.summary("Record that a shipped order was delivered"),
+                    STAFF,
+                )
+            }),
+        )
+        .api_route(
+            "/api/v1/stats/sales",
+            get_with(queries::sales, |op| {
+                read(op.summary("Confirmed orders and revenue per day"), STAFF)
+                    .with(query::<SalesQuery>)
+            }),
+        )
+        .api_route(
+            "/api/v1/admin/projections",
+            get_with(admin::projections, |op| {
+                op.summary("Every projection's position, lag and status")
+                    .with(roles(STAFF))
+            }),
+        )
+        .api_route(
+            "/api/v1/admin/projections/{name}/dead-letters",
+            get_with(admin::dead_letters, |op| {
+                op.summary("The events a projection could not apply, oldest first")
+                    .with(roles(STAFF))
+                    .with(path::<ProjectionPath>)
+                    .with(query::<Limit>)
+                    .with(missing)
+            }),
+        )
+        .api_route(
+            "/api/v1/admin/projections/{name}/rebuild",
+            post_with(admin::rebuild, |op| {
+                op.summary("Rebuild a projection from the event store")
+                    .with(roles(ADMIN))
+                    .with(path::<ProjectionPath>)
+                    .with(missing)
+                    .with(conflict)
+            }),
+        )
+        .api_route(
+            "/api/v1/admin/sagas",
+            get_with(sagas::list, |op| {
+                op.summary("Sagas, newest first")
+                    .with(roles(STAFF))
+                    .with(query::<SagaListQuery>)
+            }),
+        )
+        .api_route(
+            "/api/v1/admin/sagas/{id}",
+            get_with(sagas::detail, |op| {
+                op.summary("A saga's steps and history")
+                    .with(roles(STAFF))
+                    .with(path::<SagaPath>)
+                    .with(missing)
+            }),
+        )
+        .api_route(
+            "/api/v1/admin/sagas/{id}/retry",
+            post_with(sagas::retry, |op| {
+                op.summary("Retry a stuck saga's failing step")
+                    .with(roles(ADMIN))
+                    .with(path::<SagaPath>)
+                    .with(missing)
+                    .with(conflict)
+            }),
+        )
+        .api_route(
+            "/api/v1/admin/sagas/{id}/abort",
+            post_with(sagas::abort, |op| {
+                op.summary("Abort a saga: it takes no further step")
+                    .with(roles(ADMIN))
+                    .with(path::<SagaPath>)
+                    .with(missing)
+                    .with(conflict)
+            }),
+        )
+}
+
+/// A read-model query: its roles and the 504 of `min_position`.
+fn read<'a>(op: Op<'a>, admits: &'static [Role]) -> Op<'a> {
+    op.with(roles(admits)).with(timeout)
+}
+
+/// A command on an existing order.
+fn order_command<'a>(op: Op<'a>, admits: &'static [Role]) -> Op<'a> {
+    op.with(roles(admits))
+        .with(path::<OrderPath>)
+        .with(missing)
+        .with(conflict)
 }
 
 async fn not_found() -> ApiError {

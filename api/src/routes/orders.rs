@@ -2,56 +2,65 @@
 //! deliver (operator).
 
 use axum::extract::State;
-use axum::http::StatusCode;
-use axum::Json;
 use commands::{Actor, CommandError, OrderRequest, RequestedLine};
 use domain::order::OrderCommand;
 use domain::{Address, CancelReason, DomainError};
+use schemars::JsonSchema;
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 use uuid::Uuid;
 
-use super::write::{answer, context};
+use super::answer::{Accepted, Answer, OrderPlacedReply, OrderReply, Written};
+use super::write::{context, reply, written};
 use crate::auth::{Caller, Role};
 use crate::error::ApiError;
 use crate::extract::{ApiJson, CorrelationId, IdempotencyKey, OptionalApiJson, Segment};
 use crate::startup::AppState;
 
 /// The body of `POST /api/v1/orders`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PlaceOrder {
+    /// What to order: at least one line.
     lines: Vec<Line>,
+    /// Where to ship it.
     shipping_address: Address,
+    /// A payment method token (`tok_visa`, `tok_declined`, ...).
     payment_method: String,
 }
 
 /// One requested line.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Line {
+    /// A defined product's SKU.
     sku: String,
+    /// How many, more than 0.
     quantity: i64,
 }
 
 /// The optional body of a cancellation.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Cancel {
+    /// A free-text note (at most 500 characters); the recorded reason is
+    /// always `customer_cancelled`.
     #[serde(default)]
     reason: Option<String>,
 }
 
 /// The body of a shipment notice.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Ship {
+    /// Who carries it.
     carrier: String,
+    /// The carrier's tracking number.
     tracking_number: String,
 }
 
 /// The (empty) body of a delivery notice.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Deliver {}
 
@@ -67,7 +76,7 @@ pub async fn place(
     correlation: CorrelationId,
     key: Result<IdempotencyKey, ApiError>,
     body: Result<ApiJson<PlaceOrder>, ApiError>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<Accepted<Written<OrderPlacedReply>>, ApiError> {
     caller.require(&[Role::Customer])?;
     // The role check comes first: a caller without the role learns nothing
     // about the body or the key it sent.
@@ -89,7 +98,7 @@ pub async fn place(
         payment_method: b.payment_method,
     };
     let outcome = state.commands.place_order(request, context).await?;
-    Ok(answer(StatusCode::ACCEPTED, outcome))
+    Ok(Answer(written(outcome)?))
 }
 
 /// Cancels an order (reason `customer_cancelled`, also when staff cancel):
@@ -102,7 +111,7 @@ pub async fn cancel(
     correlation: CorrelationId,
     key: Result<IdempotencyKey, ApiError>,
     body: Result<OptionalApiJson<Cancel>, ApiError>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<Accepted<Written<OrderReply>>, ApiError> {
     caller.require(&[Role::Customer, Role::Operator, Role::Admin])?;
     // The role check comes first: a caller without the role learns nothing
     // about the body or the key it sent.
@@ -141,7 +150,7 @@ pub async fn ship(
     correlation: CorrelationId,
     key: Result<IdempotencyKey, ApiError>,
     body: Result<ApiJson<Ship>, ApiError>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<Accepted<Written<OrderReply>>, ApiError> {
     caller.require(&[Role::Operator, Role::Admin])?;
     // The role check comes first: a caller without the role learns nothing
     // about the body or the key it sent.
@@ -165,7 +174,7 @@ pub async fn deliver(
     correlation: CorrelationId,
     key: Result<IdempotencyKey, ApiError>,
     body: Result<OptionalApiJson<Deliver>, ApiError>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<Accepted<Written<OrderReply>>, ApiError> {
     caller.require(&[Role::Operator, Role::Admin])?;
     // The role check comes first: a caller without the role learns nothing
     // about the body or the key it sent.
@@ -202,12 +211,12 @@ async fn run(
     order_id: Uuid,
     command: OrderCommand,
     context: commands::CommandContext,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let reply = json!({"order_id": order_id});
+) -> Result<Accepted<Written<OrderReply>>, ApiError> {
+    let reply = reply(&OrderReply { order_id })?;
     let outcome = state
         .commands
         .orders
         .execute(&order_id.to_string(), command, context, reply)
         .await?;
-    Ok(answer(StatusCode::ACCEPTED, outcome))
+    Ok(Answer(written(outcome)?))
 }

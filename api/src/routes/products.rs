@@ -1,25 +1,28 @@
 //! `POST /api/v1/products`: define a product (operator).
 
 use axum::extract::State;
-use axum::http::StatusCode;
-use axum::Json;
 use domain::product::ProductCommand;
+use schemars::JsonSchema;
 use serde::Deserialize;
-use serde_json::{json, Value};
 
-use super::write::{answer, context};
+use super::answer::{Answer, Created, SkuReply, Written};
+use super::write::{context, reply, written};
 use crate::auth::{Caller, Role};
 use crate::error::ApiError;
 use crate::extract::{ApiJson, CorrelationId, IdempotencyKey};
 use crate::startup::AppState;
 
 /// The body of a product definition.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DefineProduct {
+    /// The SKU: 1 to 64 of `A-Z a-z 0-9 - _ .`.
     sku: String,
+    /// The product's name.
     name: String,
+    /// Price in minor units (cents) of `currency`, more than 0.
     unit_price: i64,
+    /// ISO 4217 code, e.g. `EUR`.
     currency: String,
 }
 
@@ -31,7 +34,7 @@ pub async fn define(
     correlation: CorrelationId,
     key: Result<IdempotencyKey, ApiError>,
     body: Result<ApiJson<DefineProduct>, ApiError>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<Created<Written<SkuReply>>, ApiError> {
     caller.require(&[Role::Operator, Role::Admin])?;
     // The role check comes first: a caller without the role learns nothing
     // about the body or the key it sent.
@@ -39,7 +42,7 @@ pub async fn define(
     let ApiJson { value: b, raw } = body;
     domain::validate_sku(&b.sku).map_err(|m| ApiError::invalid("sku", m))?;
     let context = context(&caller, correlation, key, "POST /api/v1/products", &raw);
-    let reply = json!({"sku": b.sku});
+    let reply = reply(&SkuReply { sku: b.sku.clone() })?;
     let command = ProductCommand::DefineProduct {
         sku: b.sku.clone(),
         name: b.name,
@@ -51,5 +54,5 @@ pub async fn define(
         .products
         .execute(&b.sku, command, context, reply)
         .await?;
-    Ok(answer(StatusCode::CREATED, outcome))
+    Ok(Answer(written(outcome)?))
 }

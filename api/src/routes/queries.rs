@@ -27,7 +27,7 @@ use crate::startup::AppState;
 pub use catalog::{products, stock};
 pub use orders::{order, orders};
 pub use params::{parse_limit, Checked, Params, MIN_POSITION};
-pub use sales::sales;
+pub use sales::{sales, Days};
 
 /// The longest a query waits for its read model to reach `min_position`
 /// before answering 504.
@@ -157,12 +157,7 @@ impl<T: Serialize> IntoResponse for Positioned<T> {
     }
 }
 
-/// `{"items": [...]}`.
-#[derive(Debug, Serialize)]
-pub struct Items<T> {
-    /// The listed things.
-    pub items: Vec<T>,
-}
+pub use super::answer::Items;
 
 /// A read-model failure is ours, not the client's.
 fn internal(error: ProjectionError) -> ApiError {

@@ -2,33 +2,43 @@
 //! history, and an operator's retry or abort.
 
 use axum::extract::State;
-use axum::http::StatusCode;
 use axum::Json;
 use domain::SagaStatus;
-use saga::admin::{self, Cursor};
+use saga::admin::{self, Cursor, SagaDetail, SagaPage};
 use saga::SagaError;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use super::answer::{Accepted, Answer};
+use super::paging::{DEFAULT_LIMIT, MAX_LIMIT};
 use crate::auth::{Caller, Role};
 use crate::error::ApiError;
 use crate::extract::{ApiJson, CorrelationId, OptionalApiJson, Segment};
-use crate::routes::audit::{DEFAULT_LIMIT, MAX_LIMIT};
 use crate::routes::queries::{parse_limit, Params};
 use crate::startup::AppState;
 
 /// The body of an abort.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Abort {
+    /// Why the operator stops the saga (recorded with who did it).
     reason: String,
 }
 
 /// The (empty) body of a retry.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Retry {}
+
+/// The answer to a retry or an abort.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct SagaChanged {
+    /// The saga's order.
+    pub order_id: Uuid,
+    /// The saga's status after the change.
+    pub status: SagaStatus,
+}
 
 /// `GET /api/v1/admin/sagas?status=&limit=&cursor=` (operator, admin):
 /// sagas newest first, `{"items":[{"order_id","status","step","updated_at",
@@ -39,7 +49,7 @@ pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
     params: Params,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<SagaPage>, ApiError> {
     caller.require(&[Role::Operator, Role::Admin])?;
     let mut query = params.check_exact(&["status", "limit", "cursor"]);
     let status = query.get("status", |v| {
@@ -58,7 +68,7 @@ pub async fn list(
     let page = admin::list(state.store.pool(), status, limit, cursor)
         .await
         .map_err(saga_error)?;
-    Ok(Json(json!(page)))
+    Ok(Json(page))
 }
 
 /// `GET /api/v1/admin/sagas/{order_id}` (operator, admin): the saga's
@@ -69,14 +79,14 @@ pub async fn detail(
     State(state): State<AppState>,
     caller: Caller,
     Segment(id): Segment,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<SagaDetail>, ApiError> {
     caller.require(&[Role::Operator, Role::Admin])?;
     let order_id = order_id(&id)?;
     let detail = admin::detail(&state.sagas, order_id)
         .await
         .map_err(saga_error)?
         .ok_or_else(|| ApiError::NotFound(format!("no saga for order {id}")))?;
-    Ok(Json(json!(detail)))
+    Ok(Json(detail))
 }
 
 /// `POST /api/v1/admin/sagas/{order_id}/retry` (admin): a stuck saga tries
@@ -89,7 +99,7 @@ pub async fn retry(
     Segment(id): Segment,
     correlation: CorrelationId,
     body: Result<OptionalApiJson<Retry>, ApiError>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<Accepted<SagaChanged>, ApiError> {
     caller.require(&[Role::Admin])?;
     body?;
     let order_id = order_id(&id)?;
@@ -109,7 +119,7 @@ pub async fn abort(
     Segment(id): Segment,
     correlation: CorrelationId,
     body: Result<ApiJson<Abort>, ApiError>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<Accepted<SagaChanged>, ApiError> {
     caller.require(&[Role::Admin])?;
     let body = body?;
     let order_id = order_id(&id)?;
@@ -125,11 +135,8 @@ pub async fn abort(
     Ok(accepted(order_id, changed.saga.status))
 }
 
-fn accepted(order_id: Uuid, status: SagaStatus) -> (StatusCode, Json<Value>) {
-    (
-        StatusCode::ACCEPTED,
-        Json(json!({"order_id": order_id, "status": status})),
-    )
+fn accepted(order_id: Uuid, status: SagaStatus) -> Accepted<SagaChanged> {
+    Answer(SagaChanged { order_id, status })
 }
 
 fn order_id(id: &str) -> Result<Uuid, ApiError> {

@@ -1,10 +1,12 @@
 //! What every command route shares: the command context from the request,
 //! and the answer with the position the write reached.
 
-use axum::http::StatusCode;
-use axum::Json;
 use commands::{CommandContext, Outcome};
+use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
+
+use super::answer::Written;
+use crate::error::ApiError;
 
 use crate::auth::Caller;
 use crate::extract::{CorrelationId, IdempotencyKey};
@@ -19,7 +21,8 @@ pub fn context(
     route: &str,
     body: &Value,
 ) -> CommandContext {
-    let context = CommandContext::new(caller.user_id.clone(), correlation.0);
+    let context = CommandContext::new(caller.user_id.clone(), correlation.0)
+        .with_traceparent(eventstore::trace::next_hop());
     match key.0 {
         Some(key) => {
             let hash =
@@ -46,14 +49,21 @@ fn scoped_key(user_id: &str, key: &str) -> String {
     format!("sha256:{}", hex::encode(digest))
 }
 
-/// `status` with the outcome's reply plus the global `position` it reached.
-pub fn answer(status: StatusCode, outcome: Outcome) -> (StatusCode, Json<Value>) {
-    let mut body = match outcome.reply {
-        Value::Object(map) => map,
-        _ => serde_json::Map::new(),
-    };
-    body.insert("position".into(), json!(outcome.position));
-    (status, Json(Value::Object(body)))
+/// The outcome's reply (as the handler gave it, or as first recorded
+/// under the idempotency key) plus the global `position` it reached.
+pub fn written<T: DeserializeOwned>(outcome: Outcome) -> Result<Written<T>, ApiError> {
+    let reply = serde_json::from_value(outcome.reply).map_err(|error| {
+        ApiError::Internal(anyhow::Error::new(error).context("a command's reply"))
+    })?;
+    Ok(Written {
+        reply,
+        position: outcome.position,
+    })
+}
+
+/// A command's reply as the command handler records it.
+pub fn reply<T: serde::Serialize>(reply: &T) -> Result<Value, ApiError> {
+    serde_json::to_value(reply).map_err(|error| ApiError::Internal(error.into()))
 }
 
 #[cfg(test)]

@@ -3,7 +3,8 @@
 //!
 //! Every message carries [`EVENT_ID`], [`EVENT_TYPE`], [`SCHEMA_VERSION`],
 //! [`GLOBAL_POSITION`] and [`STREAM_VERSION`]; [`CORRELATION_ID`] and
-//! [`CAUSATION_ID`] come from the metadata keys of the same names. A header
+//! [`CAUSATION_ID`] (and [`TRACEPARENT`]) come from the metadata keys of
+//! the same names. A header
 //! whose metadata key is absent or JSON `null` is **omitted** (never sent
 //! empty); a string is sent as is, any other JSON value as its JSON text.
 
@@ -27,6 +28,8 @@ pub const STREAM_VERSION: &str = "stream_version";
 pub const CORRELATION_ID: &str = "correlation_id";
 /// The metadata's `causation_id`, when present.
 pub const CAUSATION_ID: &str = "causation_id";
+/// The metadata's W3C `traceparent`, when present (see [`crate::trace`]).
+pub const TRACEPARENT: &str = crate::trace::METADATA_KEY;
 
 /// The headers of the message that carries `event`; see the
 /// [module documentation](self).
@@ -41,7 +44,7 @@ pub fn encode(event: &RecordedEvent) -> OwnedHeaders {
         .insert(text(SCHEMA_VERSION, &schema_version))
         .insert(text(GLOBAL_POSITION, &global_position))
         .insert(text(STREAM_VERSION, &stream_version));
-    for key in [CORRELATION_ID, CAUSATION_ID] {
+    for key in [CORRELATION_ID, CAUSATION_ID, TRACEPARENT] {
         if let Some(value) = metadata_text(&event.metadata, key) {
             headers = headers.insert(text(key, &value));
         }

@@ -74,6 +74,11 @@ impl RelayStats {
     /// Records the lag of an event taken from the subscription (`acked`
     /// false) or acknowledged by the broker, when recording.
     pub(super) fn note_lag(&self, recorded_at: chrono::DateTime<chrono::Utc>, acked: bool) {
+        if acked {
+            let behind = (chrono::Utc::now() - recorded_at).num_microseconds();
+            metrics::gauge!("fulcrum_relay_lag_seconds")
+                .set(behind.unwrap_or(0) as f64 / 1_000_000.0);
+        }
         if !self.record_lags.load(Ordering::Relaxed) {
             return;
         }
@@ -89,6 +94,7 @@ impl RelayStats {
 
     /// Records the checkpoint the relay saved (or loaded).
     pub(super) fn set_checkpoint(&self, checkpoint: Checkpoint) {
+        metrics::gauge!("fulcrum_relay_checkpoint_position").set(checkpoint.position as f64);
         *self
             .checkpoint
             .lock()
@@ -98,11 +104,13 @@ impl RelayStats {
     /// Counts `n` acknowledged messages.
     pub(super) fn count_acked(&self, n: usize) {
         self.acked.fetch_add(as_u64(n), Ordering::Relaxed);
+        metrics::counter!("fulcrum_relay_published_total").increment(as_u64(n));
     }
 
     /// Counts `n` failed deliveries.
     pub(super) fn count_delivery_errors(&self, n: usize) {
         self.delivery_errors.fetch_add(as_u64(n), Ordering::Relaxed);
+        metrics::counter!("fulcrum_relay_publish_errors_total").increment(as_u64(n));
     }
 
     /// Counts a re-sent batch.

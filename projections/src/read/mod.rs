@@ -13,7 +13,7 @@ use sqlx::PgPool;
 use crate::{schema, ProjectionError};
 
 /// A catalogue entry, as `GET /api/v1/products` lists it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow, schemars::JsonSchema)]
 pub struct ProductView {
     /// The product's SKU.
     pub sku: String,
@@ -38,7 +38,7 @@ pub async fn products(pool: &PgPool, schema: &str) -> Result<Vec<ProductView>, P
 }
 
 /// A SKU's stock, as `GET /api/v1/inventory/{sku}` answers it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow, schemars::JsonSchema)]
 pub struct StockView {
     /// The SKU.
     pub sku: String,
@@ -69,7 +69,7 @@ pub async fn stock(
 }
 
 /// One day's confirmed orders in one currency, as `GET /api/v1/stats/sales` lists them.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow, schemars::JsonSchema)]
 pub struct SalesDay {
     /// The UTC day (`YYYY-MM-DD`) the orders were confirmed on.
     pub day: NaiveDate,

@@ -9,7 +9,7 @@ use uuid::Uuid;
 use crate::{schema, ProjectionError};
 
 /// An order, as `GET /api/v1/orders/{id}` answers it and lists contain it.
-#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow, schemars::JsonSchema)]
 pub struct OrderView {
     /// The order.
     pub order_id: Uuid,
@@ -72,7 +72,7 @@ pub struct OrderFilter {
 }
 
 /// One page of orders, newest first.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct OrderPage {
     /// The orders, newest (latest placed) first.
     pub items: Vec<OrderView>,

@@ -1,6 +1,7 @@
 //! Consuming: each message's saga change, then its steps.
 
 use super::*;
+use tracing::Instrument;
 
 impl Orchestrator {
     /// Consumes batches until `stopping` (checked between batches), or
@@ -81,7 +82,21 @@ impl Orchestrator {
     ) -> Result<(), SagaError> {
         let mut backoff = Backoff::new(self.config.retry_min, self.config.retry_max);
         loop {
-            match self.handle(order_id, event, &input).await {
+            let attempt = self.handle(order_id, event, &input);
+            let span = tracing::info_span!(
+                "saga_event",
+                trace_id = tracing::field::Empty,
+                correlation_id = text(&event.metadata, "correlation_id").unwrap_or_default(),
+                %order_id,
+                event_type = %event.event_type,
+            );
+            let parent = eventstore::trace::TraceParent::of_metadata(&event.metadata);
+            let trace = eventstore::trace::enter(&span, parent);
+            span.record("trace_id", trace.trace_id().as_str());
+            let result = eventstore::trace::scope(trace, attempt)
+                .instrument(span)
+                .await;
+            match result {
                 Ok(()) => return Ok(()),
                 Err(SagaError::Crashed) => return Err(SagaError::Crashed),
                 Err(SagaError::Domain(error)) => {

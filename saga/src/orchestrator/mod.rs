@@ -193,8 +193,10 @@ impl Orchestrator {
                         correlation_id: correlation_id.to_owned(),
                         causation_id,
                         actor: "saga".into(),
+                        traceparent: eventstore::trace::next_hop(),
                     };
                     self.probe.steps.fetch_add(1, Ordering::Relaxed);
+                    let started = std::time::Instant::now();
                     let result = steps::perform(
                         &self.commands,
                         self.gateway.as_ref(),
@@ -204,6 +206,11 @@ impl Orchestrator {
                         &cause,
                     )
                     .await;
+                    let outcome = if result.is_ok() { "ok" } else { "error" };
+                    metrics::counter!("fulcrum_saga_steps_total", "step" => step.name(), "outcome" => outcome)
+                        .increment(1);
+                    metrics::histogram!("fulcrum_saga_step_duration_seconds", "step" => step.name())
+                        .record(started.elapsed());
                     (step, attempt, result)
                 });
         let failed: Vec<(Step, u32, String)> = futures::future::join_all(attempts)

@@ -11,7 +11,7 @@ use super::{internal, Positioned, ReadModel, Refusal, ANY_ROLE};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::Segment;
-use crate::routes::audit::{DEFAULT_LIMIT, MAX_LIMIT};
+use crate::routes::paging::{DEFAULT_LIMIT, MAX_LIMIT};
 use crate::startup::AppState;
 
 /// `GET /api/v1/orders/{id}`: the order as the read model has it. 404 for

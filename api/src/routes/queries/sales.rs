@@ -4,6 +4,7 @@
 use axum::extract::State;
 use projections::read::{self, SalesDay};
 use projections::Projection;
+use schemars::JsonSchema;
 use serde::Serialize;
 
 use super::params::{parse_day, Params};
@@ -13,8 +14,9 @@ use crate::error::ApiError;
 use crate::startup::AppState;
 
 /// `{"days": [...]}`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 pub struct Days {
+    /// Confirmed orders and revenue per UTC day and currency.
     days: Vec<SalesDay>,
 }
 
