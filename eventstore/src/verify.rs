@@ -8,7 +8,7 @@ use crate::read::{decode, COLUMNS};
 use crate::StoreError;
 
 /// The outcome of [`verify_stream`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct Verification {
     /// The stream checked.
     pub stream_id: String,

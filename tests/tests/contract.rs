@@ -7,8 +7,7 @@ use api::auth::Role;
 use fulcrum_tests::{problem, token, TestApp};
 use serde_json::{json, Value};
 
-/// Every route of DESIGN.md's contract (audit routes join later) with the
-/// roles it admits.
+/// Every route of DESIGN.md's contract with the roles it admits.
 const CONTRACT: &[(&str, &str, &[&str])] = &[
     ("post", "/api/v1/products", &["operator", "admin"]),
     (
@@ -57,6 +56,34 @@ const CONTRACT: &[(&str, &str, &[&str])] = &[
         &["admin"],
     ),
     ("get", "/api/v1/admin/sagas", &["operator", "admin"]),
+    (
+        "get",
+        "/api/v1/audit/streams/{stream_id}/events",
+        &["operator", "admin"],
+    ),
+    (
+        "get",
+        "/api/v1/audit/streams/{stream_id}/verify",
+        &["operator", "admin"],
+    ),
+    (
+        "get",
+        "/api/v1/audit/streams/{stream_id}/state",
+        &["operator", "admin"],
+    ),
+    ("get", "/api/v1/audit/events", &["operator", "admin"]),
+    (
+        "get",
+        "/api/v1/audit/events/{event_id}/proof",
+        &["operator", "admin"],
+    ),
+    (
+        "get",
+        "/api/v1/audit/correlations/{correlation_id}",
+        &["operator", "admin"],
+    ),
+    ("get", "/api/v1/audit/seals", &["operator", "admin"]),
+    ("post", "/api/v1/audit/seals", &["operator", "admin"]),
     ("get", "/api/v1/admin/sagas/{id}", &["operator", "admin"]),
     ("post", "/api/v1/admin/sagas/{id}/retry", &["admin"]),
     ("post", "/api/v1/admin/sagas/{id}/abort", &["admin"]),

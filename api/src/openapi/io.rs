@@ -300,6 +300,30 @@ impl<T: JsonSchema> OperationOutput for Positioned<T> {
     }
 }
 
+impl OperationOutput for crate::routes::audit::SealOutcome {
+    type Inner = eventstore::seal::Seal;
+
+    fn operation_response(ctx: &mut GenContext, _operation: &mut Operation) -> Option<Response> {
+        Some(json::<eventstore::seal::Seal>(ctx, "The seal"))
+    }
+
+    fn inferred_responses(
+        ctx: &mut GenContext,
+        _operation: &mut Operation,
+    ) -> Vec<(Option<u16>, Response)> {
+        vec![
+            (
+                Some(201),
+                json::<eventstore::seal::Seal>(ctx, "A new seal of what was new"),
+            ),
+            (
+                Some(200),
+                json::<eventstore::seal::Seal>(ctx, "Nothing was new: the latest seal"),
+            ),
+        ]
+    }
+}
+
 impl<const STATUS: u16, T: JsonSchema> OperationOutput for Answer<STATUS, T> {
     type Inner = T;
 

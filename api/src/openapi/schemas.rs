@@ -55,6 +55,24 @@ pub fn contract_schemas() -> Vec<(String, String)> {
         ("saga-page", schema_for!(SagaPage)),
         ("saga", schema_for!(SagaDetail)),
         ("saga-changed", schema_for!(SagaChanged)),
+        ("event", schema_for!(eventstore::RecordedEvent)),
+        ("event-page", schema_for!(crate::routes::audit::Page)),
+        (
+            "stream-events",
+            schema_for!(crate::routes::audit::StreamEvents),
+        ),
+        ("stream-verification", schema_for!(eventstore::Verification)),
+        (
+            "stream-state",
+            schema_for!(crate::routes::audit::StreamState),
+        ),
+        (
+            "correlation",
+            schema_for!(crate::routes::audit::CorrelationAnswer),
+        ),
+        ("seal", schema_for!(eventstore::seal::Seal)),
+        ("seal-page", schema_for!(crate::routes::audit::SealPage)),
+        ("proof", schema_for!(eventstore::seal::Proof)),
     ];
     files.extend(
         types

@@ -300,6 +300,16 @@ pub struct CausalNode {
     pub caused: Vec<CausalNode>,
 }
 
+/// The correlation view: the list (default) or the causal tree.
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+#[serde(untagged)]
+pub enum CorrelationAnswer {
+    /// `format=list` (the default).
+    List(Correlated),
+    /// `format=tree`.
+    Tree(CorrelationTree),
+}
+
 /// `GET /api/v1/audit/correlations/{correlation_id}`: every event one
 /// request caused, across streams, by global position; `?format=tree`
 /// answers the causal tree (parent = the event whose id is the
@@ -310,7 +320,7 @@ pub async fn correlation(
     caller: Caller,
     Segment(correlation_id): Segment,
     params: Params,
-) -> Result<Response, ApiError> {
+) -> Result<Json<CorrelationAnswer>, ApiError> {
     caller.require(AUDITORS)?;
     let mut query = params.check_exact(&["format"]);
     let tree = query
@@ -334,20 +344,18 @@ pub async fn correlation(
     events.truncate(MAX_CORRELATED as usize);
     if tree {
         let count = events.len();
-        Ok(Json(CorrelationTree {
+        Ok(Json(CorrelationAnswer::Tree(CorrelationTree {
             correlation_id,
             events: count,
             roots: causal_tree(events),
             truncated,
-        })
-        .into_response())
+        })))
     } else {
-        Ok(Json(Correlated {
+        Ok(Json(CorrelationAnswer::List(Correlated {
             correlation_id,
             events,
             truncated,
-        })
-        .into_response())
+        })))
     }
 }
 
@@ -440,12 +448,116 @@ pub async fn seals(
     }))
 }
 
+/// What sealing on demand did.
+#[derive(Debug)]
+pub enum SealOutcome {
+    /// 201: a new seal.
+    Sealed(Seal),
+    /// 200: nothing was new; the latest seal.
+    Latest(Seal),
+}
+
+impl IntoResponse for SealOutcome {
+    fn into_response(self) -> Response {
+        match self {
+            SealOutcome::Sealed(seal) => (StatusCode::CREATED, Json(seal)).into_response(),
+            SealOutcome::Latest(seal) => Json(seal).into_response(),
+        }
+    }
+}
+
+/// The path of a stream's audit routes.
+#[derive(Debug, serde::Deserialize, schemars::JsonSchema)]
+pub struct StreamPath {
+    /// The stream, `<aggregate>-<id>` (e.g. `order-<uuid>`, `inventory-<sku>`).
+    pub stream_id: String,
+}
+
+/// The path of the correlation view.
+#[derive(Debug, serde::Deserialize, schemars::JsonSchema)]
+pub struct CorrelationPath {
+    /// The request's correlation id (its `X-Correlation-Id`).
+    pub correlation_id: String,
+}
+
+/// The path of an event's proof.
+#[derive(Debug, serde::Deserialize, schemars::JsonSchema)]
+pub struct EventPath {
+    /// The event's id.
+    pub event_id: Uuid,
+}
+
+/// The query of `GET /api/v1/audit/events` (filters combine with AND).
+#[derive(Debug, serde::Deserialize, schemars::JsonSchema)]
+pub struct SearchQuery {
+    /// Only events of this type, e.g. `OrderPlaced`.
+    pub event_type: Option<String>,
+    /// Only events of streams of this type, e.g. `order`.
+    pub stream_type: Option<String>,
+    /// Only events of this stream.
+    pub stream_id: Option<String>,
+    /// Only events whose acting user (JWT subject) is this.
+    pub user_id: Option<String>,
+    /// Only events of this request (its `X-Correlation-Id`).
+    pub correlation_id: Option<String>,
+    /// Only events recorded at or after this time (RFC 3339).
+    pub from: Option<DateTime<Utc>>,
+    /// Only events recorded before this time (RFC 3339), not before `from`.
+    pub to: Option<DateTime<Utc>>,
+    /// The `next_cursor` of the previous page, or a global position.
+    pub after: Option<String>,
+    /// Page size, 1 to 500 (default 50).
+    #[schemars(range(min = 1, max = 500))]
+    pub limit: Option<i64>,
+}
+
+/// The query of the time-travel route: `version` or `at`, not both.
+#[derive(Debug, serde::Deserialize, schemars::JsonSchema)]
+pub struct StateQuery {
+    /// Fold up to this version (1 or more).
+    #[schemars(range(min = 1))]
+    pub version: Option<u64>,
+    /// Fold up to the last event recorded at or before this time (RFC 3339).
+    pub at: Option<DateTime<Utc>>,
+}
+
+/// The answer format of the correlation view.
+#[derive(Debug, serde::Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CorrelationFormat {
+    /// The events by global position (the default).
+    List,
+    /// The causal tree.
+    Tree,
+}
+
+/// The query of the correlation view.
+#[derive(Debug, serde::Deserialize, schemars::JsonSchema)]
+pub struct CorrelationQuery {
+    /// `list` (default) or `tree`.
+    pub format: Option<CorrelationFormat>,
+}
+
+/// The query of `GET /api/v1/audit/seals`.
+#[derive(Debug, serde::Deserialize, schemars::JsonSchema)]
+pub struct SealListQuery {
+    /// The `next_cursor` (a seal id) of the previous page.
+    #[schemars(range(min = 0))]
+    pub after: Option<i64>,
+    /// Page size, 1 to 500 (default 50).
+    #[schemars(range(min = 1, max = 500))]
+    pub limit: Option<i64>,
+}
+
 /// `POST /api/v1/audit/seals`: seals what is new now, without waiting for
 /// the sealer's interval. 201 with the new seal; 200 with the latest seal
 /// when nothing is new; 409 when the store has no events; 503 when this
 /// server has no seal key.
 #[tracing::instrument(skip_all)]
-pub async fn seal_now(State(state): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
+pub async fn seal_now(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<SealOutcome, ApiError> {
     caller.require(AUDITORS)?;
     let key = state.seal_key.as_ref().ok_or_else(|| {
         ApiError::Unavailable("this server has no seal key (FULCRUM_SEAL_KEY)".into())
@@ -454,13 +566,13 @@ pub async fn seal_now(State(state): State<AppState>, caller: Caller) -> Result<R
         .await
         .map_err(internal)?
     {
-        return Ok((StatusCode::CREATED, Json(sealed)).into_response());
+        return Ok(SealOutcome::Sealed(sealed));
     }
     match seal::latest_seal(state.store.pool())
         .await
         .map_err(internal)?
     {
-        Some(latest) => Ok(Json(latest).into_response()),
+        Some(latest) => Ok(SealOutcome::Latest(latest)),
         None => Err(ApiError::Conflict(
             "nothing to seal: the store has no events yet".into(),
         )),

@@ -34,38 +34,13 @@ const STAFF: &[Role] = &[Role::Operator, Role::Admin];
 const ADMIN: &[Role] = &[Role::Admin];
 const CUSTOMER: &[Role] = &[Role::Customer];
 
-/// Every route of the server: the contract's, the audit routes (not in
-/// the contract yet), `/openapi.json`, `/docs`, `/schemas/...` and
-/// `/metrics`.
+/// Every route of the server: the contract's, `/openapi.json`, `/docs`,
+/// `/schemas/...` and `/metrics`.
 pub fn router(state: AppState) -> Router {
     let mut api = crate::openapi::base();
     let documented = contract().finish_api(&mut api);
-    let audit = Router::new()
-        .route(
-            "/api/v1/audit/streams/{stream_id}/events",
-            get(audit::stream_events),
-        )
-        .route(
-            "/api/v1/audit/streams/{stream_id}/verify",
-            get(audit::verify_stream),
-        )
-        .route(
-            "/api/v1/audit/streams/{stream_id}/state",
-            get(audit::stream_state),
-        )
-        .route("/api/v1/audit/events", get(audit::events))
-        .route("/api/v1/audit/events/{event_id}/proof", get(audit::proof))
-        .route(
-            "/api/v1/audit/correlations/{correlation_id}",
-            get(audit::correlation),
-        )
-        .route(
-            "/api/v1/audit/seals",
-            get(audit::seals).post(audit::seal_now),
-        );
     crate::metrics::handle();
     documented
-        .merge(audit)
         .merge(Contract::new().routes())
         .route("/metrics", get(crate::metrics::metrics))
         .route_layer(middleware::from_fn(crate::metrics::track))
@@ -238,6 +213,77 @@ pub fn contract() -> ApiRouter<AppState> {
                     .with(path::<SagaPath>)
                     .with(missing)
                     .with(conflict)
+            }),
+        )
+        .api_route(
+            "/api/v1/audit/streams/{stream_id}/events",
+            get_with(audit::stream_events, |op| {
+                op.summary("A stream's every event, by version")
+                    .with(roles(STAFF))
+                    .with(path::<audit::StreamPath>)
+                    .with(missing)
+            }),
+        )
+        .api_route(
+            "/api/v1/audit/streams/{stream_id}/verify",
+            get_with(audit::verify_stream, |op| {
+                op.summary("Recompute a stream's hash chain")
+                    .with(roles(STAFF))
+                    .with(path::<audit::StreamPath>)
+                    .with(missing)
+            }),
+        )
+        .api_route(
+            "/api/v1/audit/streams/{stream_id}/state",
+            get_with(audit::stream_state, |op| {
+                op.summary("A stream's state at a version or a time (time travel)")
+                    .with(roles(STAFF))
+                    .with(path::<audit::StreamPath>)
+                    .with(query::<audit::StateQuery>)
+                    .with(missing)
+                    .with(conflict)
+            }),
+        )
+        .api_route(
+            "/api/v1/audit/events",
+            get_with(audit::events, |op| {
+                op.summary("Search the events in gap-free global order")
+                    .with(roles(STAFF))
+                    .with(query::<audit::SearchQuery>)
+            }),
+        )
+        .api_route(
+            "/api/v1/audit/events/{event_id}/proof",
+            get_with(audit::proof, |op| {
+                op.summary("An event's inclusion proof in the latest seal")
+                    .with(roles(STAFF))
+                    .with(path::<audit::EventPath>)
+                    .with(missing)
+                    .with(conflict)
+            }),
+        )
+        .api_route(
+            "/api/v1/audit/correlations/{correlation_id}",
+            get_with(audit::correlation, |op| {
+                op.summary("Everything one request caused, as a list or a causal tree")
+                    .with(roles(STAFF))
+                    .with(path::<audit::CorrelationPath>)
+                    .with(query::<audit::CorrelationQuery>)
+                    .with(missing)
+            }),
+        )
+        .api_route(
+            "/api/v1/audit/seals",
+            get_with(audit::seals, |op| {
+                op.summary("The seals, oldest first, and the public key")
+                    .with(roles(STAFF))
+                    .with(query::<audit::SealListQuery>)
+            })
+            .post_with(audit::seal_now, |op| {
+                op.summary("Seal what is new now")
+                    .with(roles(STAFF))
+                    .with(conflict)
+                    .with(unavailable)
             }),
         )
 }
