@@ -143,8 +143,51 @@ pub struct Problem {
 /// Base of every problem `type` URI.
 pub const PROBLEM_BASE: &str = "https://fulcrum.dev/problems/";
 
+/// Whether `error` comes from a database that cannot be reached (no
+/// connection within the pool's acquire timeout, a cut connection): the
+/// client should retry, so it is a 503, not a 500.
+fn database_unreachable(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        matches!(
+            cause.downcast_ref::<sqlx::Error>(),
+            Some(
+                sqlx::Error::PoolTimedOut
+                    | sqlx::Error::PoolClosed
+                    | sqlx::Error::Io(_)
+                    | sqlx::Error::Tls(_)
+            )
+        )
+    })
+}
+
+/// `Retry-After` of a 503, in seconds.
+const RETRY_AFTER_SECS: &str = "1";
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        let (this, cause) = match self {
+            ApiError::Internal(error) if database_unreachable(&error) => (
+                ApiError::Unavailable("the database is unreachable; retry shortly".into()),
+                Some(InternalError(format!("{error:#}"))),
+            ),
+            other => (other, None),
+        };
+        let mut response = this.render();
+        if response.status() == StatusCode::SERVICE_UNAVAILABLE {
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from_static(RETRY_AFTER_SECS),
+            );
+        }
+        if let Some(cause) = cause {
+            response.extensions_mut().insert(cause);
+        }
+        response
+    }
+}
+
+impl ApiError {
+    fn render(self) -> Response {
         let (status, kind, title) = self.describe();
         let (detail, errors) = match &self {
             ApiError::Unprocessable { detail, errors } => (detail.clone(), Some(errors.clone())),
