@@ -521,3 +521,33 @@ async fn a_hundred_concurrent_receipts_to_one_sku_all_land() {
         receipts
     );
 }
+
+#[tokio::test]
+async fn a_body_naming_a_key_twice_is_refused_and_nothing_is_written() {
+    let app = TestApp::spawn().await;
+    let operator = token("olga", Role::Operator);
+    for body in [
+        r#"{"sku":"A","sku":"B","name":"W","unit_price":1,"currency":"EUR"}"#,
+        r#"{"sku":"A","name":"W","unit_price":1,"currency":"EUR","name":"X"}"#,
+    ] {
+        let response = app
+            .client
+            .post(format!("{}/api/v1/products", app.base))
+            .bearer_auth(&operator)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let problem = problem(response, 400).await;
+        assert!(problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("duplicate key"));
+    }
+    let events: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(events, 0);
+}
