@@ -6,6 +6,7 @@ pub mod config;
 pub mod error;
 pub mod extract;
 pub mod routes;
+pub mod serve;
 pub mod startup;
 pub mod telemetry;
 

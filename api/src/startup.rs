@@ -174,8 +174,7 @@ impl Application {
             tracing::info!(addr = %listener.local_addr()?, "serving HTTP");
             let stop = stopped();
             tasks.spawn(async move {
-                let served = axum::serve(listener, router)
-                    .with_graceful_shutdown(stop)
+                let served = crate::serve::serve(listener, router, stop)
                     .await
                     .context("HTTP server failed");
                 ("api".to_owned(), served)
