@@ -51,6 +51,12 @@ pub enum ApiError {
         /// Each invalid field.
         errors: Vec<FieldError>,
     },
+    /// 429: over the rate limit; retry after this many seconds.
+    #[error("too many requests; retry in {retry_after_secs} s")]
+    TooManyRequests {
+        /// `Retry-After`, in seconds.
+        retry_after_secs: u64,
+    },
     /// 503: a dependency (the database) is not ready.
     #[error("service unavailable: {0}")]
     Unavailable(String),
@@ -107,6 +113,11 @@ impl ApiError {
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "validation",
                 "Invalid request",
+            ),
+            TooManyRequests { .. } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate-limited",
+                "Too many requests",
             ),
             Unavailable(_) => (
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -172,7 +183,18 @@ impl IntoResponse for ApiError {
             ),
             other => (other, None),
         };
+        let retry_after = match &this {
+            ApiError::TooManyRequests { retry_after_secs } => {
+                HeaderValue::from_str(&retry_after_secs.to_string()).ok()
+            }
+            _ => None,
+        };
         let mut response = this.render();
+        if let Some(retry_after) = retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, retry_after);
+        }
         if response.status() == StatusCode::SERVICE_UNAVAILABLE {
             response.headers_mut().insert(
                 header::RETRY_AFTER,

@@ -5,6 +5,7 @@ pub mod auth;
 pub mod config;
 pub mod error;
 pub mod extract;
+pub mod ratelimit;
 pub mod routes;
 pub mod serve;
 pub mod startup;

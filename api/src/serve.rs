@@ -8,10 +8,12 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ConnectInfo;
 use axum::http::{Request, StatusCode};
+use axum::response::IntoResponse;
 use axum::Router;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -21,6 +23,8 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tower::Service;
 use tower_http::timeout::TimeoutLayer;
+
+use crate::ratelimit::AddressLimit;
 
 /// Longest time a client may take to send its request headers.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
@@ -34,9 +38,12 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Serves `router` on `listener` until `stop` resolves, then drains (see
 /// the [module documentation](self)). Handlers can read the client's
 /// address as `ConnectInfo<SocketAddr>`.
+/// Requests over `addresses` (per client address) are answered 429
+/// before the router sees them.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
+    addresses: Arc<AddressLimit>,
     stop: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let router = router.layer(TimeoutLayer::with_status_code(
@@ -66,14 +73,20 @@ pub async fn serve(
             Some(_) = connections.join_next(), if !connections.is_empty() => continue,
         };
         let _ = stream.set_nodelay(true);
-        let router = router.clone();
+        let (router, addresses) = (router.clone(), addresses.clone());
         let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
+            let admitted = addresses.check(&remote.ip());
             request
                 .extensions_mut()
                 .insert(ConnectInfo::<SocketAddr>(remote));
-            // A router is always ready: no `poll_ready` needed.
             let mut router = router.clone();
-            Service::<Request<Incoming>>::call(&mut router, request)
+            async move {
+                match admitted {
+                    // A router is always ready: no `poll_ready` needed.
+                    Ok(()) => Service::<Request<Incoming>>::call(&mut router, request).await,
+                    Err(refused) => Ok(refused.into_response()),
+                }
+            }
         });
         let connection = builder
             .serve_connection_with_upgrades(TokioIo::new(stream), service)

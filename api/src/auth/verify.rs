@@ -77,6 +77,9 @@ pub struct Authenticator {
     dev: bool,
     /// `JWT_MAX_TTL` in seconds.
     max_ttl_secs: i64,
+    /// Requests per second per subject (off unless
+    /// [`Authenticator::with_rate_limit`]).
+    subjects: crate::ratelimit::SubjectLimit,
 }
 
 impl fmt::Debug for Authenticator {
@@ -119,6 +122,7 @@ impl Authenticator {
             algorithm,
             dev,
             max_ttl_secs: i64::try_from(config.jwt_max_ttl.as_secs()).unwrap_or(i64::MAX),
+            subjects: crate::ratelimit::Limit::per_second(0),
         })
     }
 
@@ -137,6 +141,18 @@ impl Authenticator {
             return Err(AuthError::TooLongLived);
         }
         Ok(claims)
+    }
+
+    /// This verifier, admitting at most `per_second` requests per second
+    /// per token subject (burst as many; 0: no limit).
+    pub fn with_rate_limit(mut self, per_second: u32) -> Self {
+        self.subjects = crate::ratelimit::Limit::per_second(per_second);
+        self
+    }
+
+    /// Admits one request of verified subject `sub`, or answers 429.
+    pub fn admit(&self, sub: &str) -> Result<(), crate::error::ApiError> {
+        self.subjects.check(&sub.to_owned())
     }
 
     /// True when running on the built-in development secret.
