@@ -84,6 +84,7 @@ async fn main() -> anyhow::Result<()> {
         jwt_public_key_pem: None,
         jwt_issuer: "fulcrum".into(),
         jwt_audience: "fulcrum-api".into(),
+        jwt_max_ttl: api::auth::DEFAULT_MAX_TTL,
         dev: false,
     };
     let state = AppState {

@@ -59,6 +59,12 @@ pub struct ServeConfig {
     )]
     pub roles: Vec<Role>,
 
+    /// Requests per second per token subject, and per client address
+    /// before authentication (the burst equals it); over it is 429. 0
+    /// turns rate limits off.
+    #[arg(long, env = "FULCRUM_RATE_LIMIT", default_value_t = crate::ratelimit::DEFAULT_RATE_LIMIT)]
+    pub rate_limit: u32,
+
     /// Kafka settings.
     #[command(flatten)]
     pub kafka: KafkaConfig,

@@ -51,6 +51,12 @@ pub enum ApiError {
         /// Each invalid field.
         errors: Vec<FieldError>,
     },
+    /// 429: over the rate limit; retry after this many seconds.
+    #[error("too many requests; retry in {retry_after_secs} s")]
+    TooManyRequests {
+        /// `Retry-After`, in seconds.
+        retry_after_secs: u64,
+    },
     /// 503: a dependency (the database) is not ready.
     #[error("service unavailable: {0}")]
     Unavailable(String),
@@ -108,6 +114,11 @@ impl ApiError {
                 "validation",
                 "Invalid request",
             ),
+            TooManyRequests { .. } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate-limited",
+                "Too many requests",
+            ),
             Unavailable(_) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable",
@@ -143,8 +154,62 @@ pub struct Problem {
 /// Base of every problem `type` URI.
 pub const PROBLEM_BASE: &str = "https://fulcrum.dev/problems/";
 
+/// Whether `error` comes from a database that cannot be reached (no
+/// connection within the pool's acquire timeout, a cut connection): the
+/// client should retry, so it is a 503, not a 500.
+fn database_unreachable(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        matches!(
+            cause.downcast_ref::<sqlx::Error>(),
+            Some(
+                sqlx::Error::PoolTimedOut
+                    | sqlx::Error::PoolClosed
+                    | sqlx::Error::Io(_)
+                    | sqlx::Error::Tls(_)
+            )
+        )
+    })
+}
+
+/// `Retry-After` of a 503, in seconds.
+const RETRY_AFTER_SECS: &str = "1";
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        let (this, cause) = match self {
+            ApiError::Internal(error) if database_unreachable(&error) => (
+                ApiError::Unavailable("the database is unreachable; retry shortly".into()),
+                Some(InternalError(format!("{error:#}"))),
+            ),
+            other => (other, None),
+        };
+        let retry_after = match &this {
+            ApiError::TooManyRequests { retry_after_secs } => {
+                HeaderValue::from_str(&retry_after_secs.to_string()).ok()
+            }
+            _ => None,
+        };
+        let mut response = this.render();
+        if let Some(retry_after) = retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, retry_after);
+        }
+        if response.status() == StatusCode::SERVICE_UNAVAILABLE {
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from_static(RETRY_AFTER_SECS),
+            );
+        }
+        if let Some(cause) = cause {
+            response.extensions_mut().insert(cause);
+        }
+        response
+    }
+}
+
+impl ApiError {
+    fn render(self) -> Response {
         let (status, kind, title) = self.describe();
         let (detail, errors) = match &self {
             ApiError::Unprocessable { detail, errors } => (detail.clone(), Some(errors.clone())),

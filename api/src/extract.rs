@@ -35,9 +35,12 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let axum::Json(raw) = axum::Json::<Value>::from_request(req, state)
+        let axum::Json(UniqueKeys(raw)) = axum::Json::<UniqueKeys>::from_request(req, state)
             .await
             .map_err(from_rejection)?;
+        if let Some(field) = nul_in(&raw, "") {
+            return Err(ApiError::invalid(field, "must not contain NUL characters"));
+        }
         let value = serde_path_to_error::deserialize(raw.clone()).map_err(|e| {
             let field = field_of(&e);
             let message = e.into_inner().to_string();
@@ -47,6 +50,106 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
             }
         })?;
         Ok(ApiJson { value, raw })
+    }
+}
+
+/// The JSON path (as field errors name them) of the first string or key in
+/// `value` that holds a NUL character, which no field accepts (Postgres
+/// cannot store it in text or jsonb).
+fn nul_in(value: &Value, path: &str) -> Option<String> {
+    let here = |path: &str| {
+        if path.is_empty() {
+            "body".to_owned()
+        } else {
+            path.to_owned()
+        }
+    };
+    match value {
+        Value::String(text) => text.contains('\0').then(|| here(path)),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, item)| nul_in(item, &format!("{path}[{i}]"))),
+        Value::Object(object) => object.iter().find_map(|(key, item)| {
+            let field = if path.is_empty() {
+                key.clone()
+            } else {
+                format!("{path}.{key}")
+            };
+            if key.contains('\0') {
+                Some(here(path))
+            } else {
+                nul_in(item, &field)
+            }
+        }),
+        _ => None,
+    }
+}
+
+/// A JSON value parsed from a body that names no key twice in one object:
+/// `{"sku":"A","sku":"B"}` is refused (400) rather than read as its last
+/// value, which another reader of the same bytes might not agree with.
+struct UniqueKeys(Value);
+
+impl<'de> serde::Deserialize<'de> for UniqueKeys {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer
+            .deserialize_any(UniqueKeysVisitor)
+            .map(UniqueKeys)
+    }
+}
+
+struct UniqueKeysVisitor;
+
+impl<'de> serde::de::Visitor<'de> for UniqueKeysVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Value, E> {
+        serde_json::Number::from_f64(v)
+            .map(Value::Number)
+            .ok_or_else(|| E::custom("a number out of range"))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(UniqueKeys(item)) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(Value::Array(items))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut object = serde_json::Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let UniqueKeys(value) = map.next_value()?;
+            if object.contains_key(&key) {
+                return Err(serde::de::Error::custom(format!("duplicate key `{key}`")));
+            }
+            object.insert(key, value);
+        }
+        Ok(Value::Object(object))
     }
 }
 
@@ -111,7 +214,8 @@ fn field_of(error: &serde_path_to_error::Error<serde_json::Error>) -> String {
 ///
 /// It never rejects, so a handler checks the caller's role before anything
 /// about the path: a segment that does not decode to UTF-8 (`%FF`) becomes
-/// U+FFFD, the replacement character. No id, SKU, stream or projection name
+/// U+FFFD, the replacement character, as does one holding a control
+/// character (`%00`). No id, SKU, stream or projection name
 /// holds that, so the handler's lookup answers its usual problem+json 404
 /// instead of axum's plain-text 400.
 #[derive(Debug, Clone)]
@@ -123,7 +227,11 @@ impl<S: Send + Sync> FromRequestParts<S> for Segment {
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let value = Path::<String>::from_request_parts(parts, state)
             .await
-            .map_or_else(|_| char::REPLACEMENT_CHARACTER.to_string(), |Path(v)| v);
+            .ok()
+            // Nor does any of them hold a control character (Postgres
+            // cannot even store a NUL in text).
+            .filter(|Path(v): &Path<String>| !v.contains(char::is_control))
+            .map_or_else(|| char::REPLACEMENT_CHARACTER.to_string(), |Path(v)| v);
         Ok(Segment(value))
     }
 }

@@ -57,6 +57,8 @@ impl FromRef<AppState> for Arc<Authenticator> {
 pub struct Application {
     http: Option<(TcpListener, Router)>,
     background: Option<Background>,
+    /// Requests per second per client address (0: no limit).
+    rate_limit: u32,
 }
 
 /// What the relay and the projectors need.
@@ -98,7 +100,7 @@ impl Application {
                      anyone can mint any role. Set JWT_SECRET (or JWT_PUBLIC_KEY_PEM) in production."
                 );
             }
-            Some(auth)
+            Some(auth.with_rate_limit(config.rate_limit))
         } else {
             None
         };
@@ -149,9 +151,11 @@ impl Application {
             Application {
                 http: None,
                 background: None,
+                rate_limit: 0,
             }
         };
         app.background = Some(background);
+        app.rate_limit = config.rate_limit;
         Ok(app)
     }
 
@@ -164,7 +168,15 @@ impl Application {
         Ok(Application {
             http: Some((listener, router)),
             background: None,
+            rate_limit: 0,
         })
+    }
+
+    /// Limits requests per client address to `per_second` (burst as many;
+    /// 0: no limit, the default of [`Application::with_state`]).
+    pub fn with_rate_limit(mut self, per_second: u32) -> Self {
+        self.rate_limit = per_second;
+        self
     }
 
     /// The bound address (useful when binding port 0); an error when this
@@ -201,8 +213,8 @@ impl Application {
             tracing::info!(addr = %listener.local_addr()?, "serving HTTP");
             let stop = stopped();
             tasks.spawn(async move {
-                let served = axum::serve(listener, router)
-                    .with_graceful_shutdown(stop)
+                let addresses = Arc::new(crate::ratelimit::Limit::per_second(self.rate_limit));
+                let served = crate::serve::serve(listener, router, addresses, stop)
                     .await
                     .context("HTTP server failed");
                 ("api".to_owned(), served)

@@ -177,6 +177,7 @@ fn token_mints_a_token_the_dev_server_accepts() {
         jwt_public_key_pem: None,
         jwt_issuer: "fulcrum".into(),
         jwt_audience: "fulcrum-api".into(),
+        jwt_max_ttl: api::auth::DEFAULT_MAX_TTL,
         dev: true,
     };
 

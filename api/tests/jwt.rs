@@ -30,6 +30,7 @@ fn config(secret: Option<&str>, public_key_pem: Option<&str>, dev: bool) -> JwtC
         jwt_public_key_pem: public_key_pem.map(str::to_owned),
         jwt_issuer: ISSUER.into(),
         jwt_audience: AUDIENCE.into(),
+        jwt_max_ttl: api::auth::DEFAULT_MAX_TTL,
         dev,
     }
 }
@@ -653,4 +654,29 @@ fn a_minted_token_expires_after_its_ttl() {
         (claims.iss.as_str(), claims.aud.as_str()),
         (ISSUER, AUDIENCE)
     );
+}
+
+#[tokio::test]
+async fn a_token_that_lives_beyond_the_longest_lifetime_is_unauthorized() {
+    let mut claims = claims();
+    // The year 9999.
+    claims["exp"] = json!(253_402_300_799_i64);
+    let token = sign_hs256(&claims, SECRET);
+
+    let response = call_with_token(hs256_authenticator(), &token).await;
+
+    assert_unauthorized(response, &token, "lives longer").await;
+}
+
+#[tokio::test]
+async fn a_subject_with_control_characters_is_unauthorized() {
+    for sub in ["a\u{0}b", "alice\nadmin", "tab\there"] {
+        let mut claims = claims();
+        claims["sub"] = json!(sub);
+        let token = sign_hs256(&claims, SECRET);
+
+        let response = call_with_token(hs256_authenticator(), &token).await;
+
+        assert_unauthorized(response, &token, "control characters").await;
+    }
 }

@@ -506,6 +506,16 @@ fn clone_error(error: &CommandError) -> CommandError {
 
 fn clone_store_error(error: &StoreError) -> StoreError {
     match error {
+        // An unreachable database keeps its kind (the API answers 503 for it).
+        StoreError::Database(sqlx::Error::PoolTimedOut) => {
+            StoreError::Database(sqlx::Error::PoolTimedOut)
+        }
+        StoreError::Database(sqlx::Error::PoolClosed) => {
+            StoreError::Database(sqlx::Error::PoolClosed)
+        }
+        StoreError::Database(sqlx::Error::Io(e)) => StoreError::Database(sqlx::Error::Io(
+            std::io::Error::new(e.kind(), e.to_string()),
+        )),
         StoreError::Database(e) => StoreError::Database(sqlx::Error::Protocol(e.to_string())),
         other => StoreError::Corrupt(other.to_string()),
     }

@@ -43,12 +43,21 @@ pub async fn create_database_if_missing(url: &str) -> Result<(), StoreError> {
 pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, StoreError> {
     create_database_if_missing(url).await?;
     let options = PgConnectOptions::from_str(url)?.log_statements(tracing::log::LevelFilter::Trace);
-    let pool = PgPoolOptions::new()
-        .max_connections(max_connections)
-        .acquire_timeout(Duration::from_secs(10))
-        .connect_with(options)
-        .await?;
+    let pool = pool_options(max_connections).connect_with(options).await?;
     Ok(pool)
+}
+
+/// How long a caller waits for a pooled connection before the attempt
+/// fails (`PoolTimedOut`). Short: while the database is down, requests
+/// answer 503 within about this long instead of hanging.
+pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The pool settings [`connect`] uses: `max_connections`, and
+/// [`ACQUIRE_TIMEOUT`].
+pub fn pool_options(max_connections: u32) -> PgPoolOptions {
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(ACQUIRE_TIMEOUT)
 }
 
 /// Applies pending migrations (safe to run from several processes at once).

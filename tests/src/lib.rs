@@ -36,6 +36,7 @@ pub fn jwt_config() -> JwtConfig {
         jwt_public_key_pem: None,
         jwt_issuer: "fulcrum".into(),
         jwt_audience: "fulcrum-api".into(),
+        jwt_max_ttl: api::auth::DEFAULT_MAX_TTL,
         dev: false,
     }
 }

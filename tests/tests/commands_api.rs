@@ -521,3 +521,89 @@ async fn a_hundred_concurrent_receipts_to_one_sku_all_land() {
         receipts
     );
 }
+
+#[tokio::test]
+async fn a_body_naming_a_key_twice_is_refused_and_nothing_is_written() {
+    let app = TestApp::spawn().await;
+    let operator = token("olga", Role::Operator);
+    for body in [
+        r#"{"sku":"A","sku":"B","name":"W","unit_price":1,"currency":"EUR"}"#,
+        r#"{"sku":"A","name":"W","unit_price":1,"currency":"EUR","name":"X"}"#,
+    ] {
+        let response = app
+            .client
+            .post(format!("{}/api/v1/products", app.base))
+            .bearer_auth(&operator)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let problem = problem(response, 400).await;
+        assert!(problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("duplicate key"));
+    }
+    let events: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(events, 0);
+}
+
+#[tokio::test]
+async fn nul_characters_in_a_body_or_a_path_are_refused_and_nothing_is_written() {
+    let app = TestApp::spawn().await;
+    let operator = token("olga", Role::Operator);
+    let customer = token("alice", Role::Customer);
+    let product = json!({"sku": "N", "name": "a\u{0}b", "unit_price": 1, "currency": "EUR"});
+    let answer = problem(
+        app.post("/api/v1/products", Some(&operator), &product)
+            .await,
+        422,
+    )
+    .await;
+    assert_eq!(answer["errors"][0]["field"], "name");
+
+    let mut address = order_body("N", 1);
+    address["shipping_address"]["city"] = json!("Ber\u{0}lin");
+    let mut payment = order_body("N", 1);
+    payment["payment_method"] = json!("tok\u{0}visa");
+    for (body, field) in [
+        (address, "shipping_address.city"),
+        (payment, "payment_method"),
+    ] {
+        let answer = problem(
+            app.post("/api/v1/orders", Some(&customer), &body).await,
+            422,
+        )
+        .await;
+        assert_eq!(answer["errors"][0]["field"], field);
+    }
+
+    for path in [
+        "/api/v1/audit/streams/a%00b/events",
+        "/api/v1/inventory/a%00b",
+    ] {
+        problem(app.get(path, Some(&operator)).await, 404).await;
+    }
+    let receipt = app
+        .post(
+            "/api/v1/inventory/a%00b/receipts",
+            Some(&operator),
+            &json!({"quantity": 1}),
+        )
+        .await;
+    assert!(
+        [404, 422].contains(&receipt.status().as_u16()),
+        "a receipt for a SKU with a NUL: {}",
+        receipt.status()
+    );
+
+    let events: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(events, 0);
+}

@@ -780,3 +780,41 @@ async fn the_correlation_view_of_an_order_spans_its_streams_and_forms_a_causal_t
         "StockReserved at depth {reserved_depth}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_orchestrators_run_one_timer_and_the_other_takes_over_when_it_stops() {
+    let mut system = System::start(0).await;
+    let (first, second) = (
+        Arc::new(SagaProbe::default()),
+        Arc::new(SagaProbe::default()),
+    );
+    let a = system.start_orchestrator(first.clone());
+    system.start_orchestrator(second.clone());
+    let sweeps = |p: &SagaProbe| p.timer_sweeps.load(Ordering::Relaxed);
+    // One of them sweeps; give the other many sweep intervals to join in.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while sweeps(&first) + sweeps(&second) < 60 {
+        assert!(std::time::Instant::now() < deadline, "no timer sweeps");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let (before_first, before_second) = (sweeps(&first), sweeps(&second));
+    assert!(
+        before_first == 0 || before_second == 0,
+        "both timers swept ({before_first} and {before_second})"
+    );
+    let (holder, standby, standby_before) = if before_first > 0 {
+        (a, second.clone(), before_second)
+    } else {
+        (a + 1, first.clone(), before_first)
+    };
+    system.stop_orchestrator(holder).await.unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while sweeps(&standby) == standby_before {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the standby's timer never took over"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    system.check_invariants().await;
+}

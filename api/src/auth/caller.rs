@@ -61,12 +61,12 @@ where
             return Ok(caller.clone());
         }
         let token = bearer_token(&parts.headers).map_err(ApiError::Unauthorized)?;
-        let claims = Arc::<Authenticator>::from_ref(state)
-            .verify(token)
-            .map_err(|error| {
-                tracing::debug!(%error, "bearer token refused");
-                ApiError::Unauthorized(error.to_string())
-            })?;
+        let auth = Arc::<Authenticator>::from_ref(state);
+        let claims = auth.verify(token).map_err(|error| {
+            tracing::debug!(%error, "bearer token refused");
+            ApiError::Unauthorized(error.to_string())
+        })?;
+        auth.admit(&claims.sub)?;
         let caller = Caller {
             user_id: claims.sub,
             role: claims.role,

@@ -1,6 +1,7 @@
 //! JWT settings from the environment, and the start-up checks on them.
 
 use std::fmt;
+use std::time::Duration;
 
 /// Shortest HS256 secret accepted, in bytes (RFC 7518 §3.2: at least the
 /// hash size).
@@ -10,6 +11,9 @@ pub const MIN_SECRET_LEN: usize = 32;
 /// public knowledge: anyone can mint tokens for a server running on it, so it
 /// is for local use only.
 pub const DEV_SECRET: &str = "fulcrum-development-secret-not-for-production-use";
+
+/// The default longest token lifetime accepted (`JWT_MAX_TTL`): 24 hours.
+pub const DEFAULT_MAX_TTL: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// JWT settings from the environment (or flags).
 ///
@@ -36,6 +40,12 @@ pub struct JwtConfig {
     #[arg(long, env = "JWT_AUDIENCE", default_value = "fulcrum-api")]
     pub jwt_audience: String,
 
+    /// Longest token lifetime accepted (e.g. `24h`, `30m`): a token whose
+    /// `exp` is further in the future than this is refused (401), so no
+    /// token lives forever.
+    #[arg(long, env = "JWT_MAX_TTL", default_value = "24h", value_parser = super::mint::parse_ttl)]
+    pub jwt_max_ttl: Duration,
+
     /// With neither key configured, use a fixed, well-known development
     /// secret and log a loud warning at every start-up. Without --dev and
     /// with no key, start-up fails.
@@ -56,6 +66,7 @@ impl fmt::Debug for JwtConfig {
             )
             .field("jwt_issuer", &self.jwt_issuer)
             .field("jwt_audience", &self.jwt_audience)
+            .field("jwt_max_ttl", &self.jwt_max_ttl)
             .field("dev", &self.dev)
             .finish()
     }

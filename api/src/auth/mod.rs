@@ -15,6 +15,6 @@ mod verify;
 
 pub use caller::Caller;
 pub use claims::{Claims, Role};
-pub use config::{AuthConfigError, JwtConfig, DEV_SECRET, MIN_SECRET_LEN};
+pub use config::{AuthConfigError, JwtConfig, DEFAULT_MAX_TTL, DEV_SECRET, MIN_SECRET_LEN};
 pub use mint::{mint_hs256, parse_ttl};
 pub use verify::{AuthError, Authenticator, CLOCK_LEEWAY_SECS};

@@ -36,6 +36,13 @@ pub enum AuthError {
     /// `exp` is past (beyond the leeway).
     #[error("the token has expired")]
     Expired,
+    /// `exp` is further in the future than the longest lifetime accepted
+    /// (`JWT_MAX_TTL`).
+    #[error("the token lives longer than this server accepts")]
+    TooLongLived,
+    /// `sub` holds control characters (NUL, newlines, ...).
+    #[error("the token's `sub` claim holds control characters")]
+    BadSubject,
     /// `nbf` is in the future (beyond the leeway).
     #[error("the token is not valid yet (nbf is in the future)")]
     NotYetValid,
@@ -68,6 +75,11 @@ pub struct Authenticator {
     validation: Validation,
     algorithm: &'static str,
     dev: bool,
+    /// `JWT_MAX_TTL` in seconds.
+    max_ttl_secs: i64,
+    /// Requests per second per subject (off unless
+    /// [`Authenticator::with_rate_limit`]).
+    subjects: crate::ratelimit::SubjectLimit,
 }
 
 impl fmt::Debug for Authenticator {
@@ -109,6 +121,8 @@ impl Authenticator {
             validation,
             algorithm,
             dev,
+            max_ttl_secs: i64::try_from(config.jwt_max_ttl.as_secs()).unwrap_or(i64::MAX),
+            subjects: crate::ratelimit::Limit::per_second(0),
         })
     }
 
@@ -117,7 +131,28 @@ impl Authenticator {
     pub fn verify(&self, token: &str) -> Result<Claims, AuthError> {
         let data = jsonwebtoken::decode::<RawClaims>(token, &self.key, &self.validation)
             .map_err(|error| self.classify(token, &error))?;
-        data.claims.into_claims(self.validation.aud.as_ref())
+        let claims = data.claims.into_claims(self.validation.aud.as_ref())?;
+        let latest = jsonwebtoken::get_current_timestamp()
+            .try_into()
+            .unwrap_or(i64::MAX)
+            .saturating_add(self.max_ttl_secs)
+            .saturating_add(CLOCK_LEEWAY_SECS as i64);
+        if claims.exp > latest {
+            return Err(AuthError::TooLongLived);
+        }
+        Ok(claims)
+    }
+
+    /// This verifier, admitting at most `per_second` requests per second
+    /// per token subject (burst as many; 0: no limit).
+    pub fn with_rate_limit(mut self, per_second: u32) -> Self {
+        self.subjects = crate::ratelimit::Limit::per_second(per_second);
+        self
+    }
+
+    /// Admits one request of verified subject `sub`, or answers 429.
+    pub fn admit(&self, sub: &str) -> Result<(), crate::error::ApiError> {
+        self.subjects.check(&sub.to_owned())
     }
 
     /// True when running on the built-in development secret.
@@ -225,8 +260,12 @@ impl RawClaims {
                 serde_json::from_value::<Role>(value).map_err(|_| AuthError::UnknownRole)?
             }
         };
+        let sub = required(self.sub, "sub")?;
+        if sub.chars().any(char::is_control) {
+            return Err(AuthError::BadSubject);
+        }
         Ok(Claims {
-            sub: required(self.sub, "sub")?,
+            sub,
             role,
             exp: self
                 .exp

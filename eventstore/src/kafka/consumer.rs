@@ -85,7 +85,8 @@ impl ConsumerSettings {
     /// The librdkafka configuration of a member of `group_id`: manual
     /// offset commits, from the earliest offset when the group has none, no
     /// partition-EOF events, topic metadata refreshed every 5 s (new topics
-    /// are noticed soon), then [`ConsumerSettings::properties`].
+    /// are noticed soon), no topic auto-creation, then
+    /// [`ConsumerSettings::properties`].
     fn client_config(&self, group_id: &str) -> ClientConfig {
         let mut client = ClientConfig::new();
         client
@@ -100,7 +101,11 @@ impl ConsumerSettings {
                 self.max_poll_interval_ms.to_string(),
             )
             .set("fetch.wait.max.ms", self.fetch_wait_max_ms.to_string())
-            .set("topic.metadata.refresh.interval.ms", "5000");
+            .set("topic.metadata.refresh.interval.ms", "5000")
+            // Topics are created with the configured partitions (by the
+            // relay and [`EventConsumer::subscribe`]), never by a broker's
+            // defaults because a consumer asked for one.
+            .set("allow.auto.create.topics", "false");
         for (key, value) in &self.properties {
             client.set(key, value);
         }

@@ -37,6 +37,14 @@ pub struct RelayConfig {
     /// 30 s; the producer itself never times a message out, see the
     /// [relay documentation](super)). Also bounds admin requests.
     pub message_timeout: Duration,
+    /// How long a batch may go without an acknowledgement while the broker
+    /// answers (and has the batch's topics, which the relay creates again
+    /// when a restarted broker lost them) before the relay purges the
+    /// producer and sends the rest again (default 3 s). A broker that
+    /// restarted without its state never acknowledges the old producer's
+    /// messages; this, not [`RelayConfig::message_timeout`], bounds how
+    /// long the relay takes to deliver again after the broker is back.
+    pub stall_timeout: Duration,
     /// How long the producer waits to fill a request (`linger.ms`, default 5 ms).
     pub linger: Duration,
     /// About the first pause before re-sending after a delivery error
@@ -64,6 +72,7 @@ impl RelayConfig {
             checkpoint_name: DEFAULT_CHECKPOINT_NAME.to_owned(),
             batch_size: 500,
             message_timeout: Duration::from_secs(30),
+            stall_timeout: Duration::from_secs(3),
             linger: Duration::from_millis(5),
             retry_backoff_min: Duration::from_millis(100),
             retry_backoff_max: Duration::from_secs(5),

@@ -36,6 +36,16 @@
 //! every partition, and the re-send follows that prefix: duplicates, never
 //! a later version before an earlier one.
 //!
+//! A batch is also purged sooner, once it is stalled: the broker answers
+//! (and has the batch's topics, which the relay creates again meanwhile)
+//! but nothing was acknowledged for [`RelayConfig::stall_timeout`]. That
+//! is a broker that restarted without the producer's state: it never
+//! acknowledges the old producer, so the relay delivers again a few
+//! seconds after the broker is back rather than after the message timeout.
+//! No client of Fulcrum creates topics implicitly
+//! (`allow.auto.create.topics=false`): the relay creates them with the
+//! configured partitions.
+//!
 //! ## The message
 //! (See [`crate::kafka`]: [`envelope`] and [`headers`].)
 //! - key: the stream id;

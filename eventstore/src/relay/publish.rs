@@ -2,6 +2,7 @@
 //! handed to it and acknowledged.
 
 use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
 use rdkafka::error::KafkaError;
@@ -9,7 +10,36 @@ use rdkafka::producer::{FutureProducer, FutureRecord, Producer, PurgeConfig};
 
 use super::outbox::Outgoing;
 use super::{Relay, RelayConfig, RelayError};
-use crate::kafka::headers;
+use crate::kafka::{headers, topics};
+
+/// How often a batch waiting for acknowledgements checks for a stall.
+const STALL_CHECK: Duration = Duration::from_millis(500);
+
+/// Watches a batch's acknowledgements for a stall: no progress (the
+/// producer's in-flight count does not fall) for a while, although the
+/// broker answers.
+#[derive(Debug, Default)]
+struct Stall {
+    /// Since when nothing progressed while the broker answered, and the
+    /// in-flight count then.
+    since: Option<(Instant, i32)>,
+}
+
+impl Stall {
+    /// Notes a check (`in_flight` messages, whether the broker answers);
+    /// true once nothing progressed for `timeout` while it answered.
+    fn stalled(&mut self, in_flight: i32, broker_answers: bool, timeout: Duration) -> bool {
+        match self.since {
+            Some((since, before)) if broker_answers && in_flight >= before => {
+                since.elapsed() >= timeout
+            }
+            _ => {
+                self.since = broker_answers.then(|| (Instant::now(), in_flight));
+                false
+            }
+        }
+    }
+}
 
 impl Relay {
     /// Hands `batch` to the producer in order, then awaits every
@@ -21,8 +51,12 @@ impl Relay {
         let total = batch.len();
         let mut deliveries = Vec::with_capacity(total);
         let mut refused = None;
+        let mut topics: Vec<String> = Vec::new();
         // Enqueue synchronously, so the producer gets the events in order.
         for out in batch {
+            if !topics.contains(&out.topic) {
+                topics.push(out.topic.clone());
+            }
             let record = FutureRecord::to(&out.topic)
                 .key(out.event.stream_id.as_str())
                 .payload(out.payload.as_slice())
@@ -39,14 +73,23 @@ impl Relay {
         }
         let sent = deliveries.len();
         let mut acks = futures::future::join_all(deliveries);
-        let acks = match tokio::time::timeout(self.config.message_timeout, &mut acks).await {
-            Ok(acks) => acks,
-            Err(_late) => {
+        let started = Instant::now();
+        let mut stall = Stall::default();
+        let acks = loop {
+            if let Ok(acks) = tokio::time::timeout(STALL_CHECK, &mut acks).await {
+                break acks;
+            }
+            let stalled = stall.stalled(
+                self.producer.in_flight_count(),
+                self.broker_has(&topics).await,
+                self.config.stall_timeout,
+            );
+            if stalled || started.elapsed() >= self.config.message_timeout {
                 // Fail what is not acknowledged yet, in queue and on the
                 // wire; its delivery reports then finish the wait.
                 self.producer
                     .purge(PurgeConfig::default().queue().inflight());
-                acks.await
+                break acks.await;
             }
         };
         let mut results: Vec<Result<(), KafkaError>> = acks
@@ -61,6 +104,22 @@ impl Relay {
             results.extend((sent..total).map(|_| Err(error.clone())));
         }
         results
+    }
+
+    /// Whether the broker answers and has `topics`, creating the missing
+    /// ones (with the configured partitions) as the relay does before a
+    /// batch: after a restart that lost them, the waiting messages can
+    /// then be delivered (the producer never creates topics itself).
+    async fn broker_has(&self, topics: &[String]) -> bool {
+        topics::create_topics(
+            &self.admin,
+            topics,
+            self.config.partitions,
+            self.config.replication,
+            STALL_CHECK.max(Duration::from_secs(2)),
+        )
+        .await
+        .is_ok()
     }
 
     /// Replaces the producer after a failed delivery: nothing of it is in
@@ -122,6 +181,9 @@ pub(super) fn producer(config: &RelayConfig) -> Result<FutureProducer, RelayErro
         .set("enable.idempotence", "true")
         .set("acks", "all")
         .set("linger.ms", config.linger.as_millis().to_string())
+        // Topics are created by the relay with the configured partitions,
+        // never by the broker's defaults on a producer's metadata request.
+        .set("allow.auto.create.topics", "false")
         // The relay keeps the deadline; see the module documentation.
         .set("message.timeout.ms", "0");
     for (key, value) in &config.producer_properties {

@@ -64,6 +64,40 @@ impl Broker {
         self.run("stop").await;
     }
 
+    /// Stops the test's own broker the way an operator's `kill` then
+    /// `kill -9` would: SIGTERM, then SIGKILL `grace` later if it still
+    /// runs; returns once it is gone. Panics for a broker from
+    /// `RELAY_TEST_BROKERS`.
+    pub async fn kill(&self, grace: std::time::Duration) {
+        let run_dir = self
+            .run_dir
+            .as_ref()
+            .expect("RELAY_TEST_BROKERS names a broker this test cannot stop");
+        let pid_file = run_dir.join("tansu.pid");
+        let Ok(pid) = std::fs::read_to_string(&pid_file) else {
+            return;
+        };
+        let pid = pid.trim().to_owned();
+        let signal = |name: &str| {
+            let _ = Command::new("kill")
+                .arg(format!("-{name}"))
+                .arg(&pid)
+                .stderr(std::process::Stdio::null())
+                .status();
+        };
+        let alive = || std::path::Path::new(&format!("/proc/{pid}")).exists();
+        signal("TERM");
+        // Fault injection, not a wait for a condition: the broker gets
+        // exactly `grace` to stop on its own before it is killed.
+        tokio::time::sleep(grace).await;
+        signal("KILL");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while alive() && std::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        let _ = std::fs::remove_file(pid_file);
+    }
+
     async fn run(&self, command: &'static str) {
         let Some(mut cmd) = self.script(command) else {
             return;

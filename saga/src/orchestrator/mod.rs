@@ -12,6 +12,12 @@
 //! mirrored into `saga_instances.wake_at`, which the timer scans: an
 //! orchestrator restarted after a deadline still fires it, once (the
 //! saga's expected version makes a second firing a no-op).
+//!
+//! Consumption scales with the consumer group, but the timer runs in one
+//! process at a time ([`SingleActive`] role [`TIMER_ROLE`]): every process
+//! would otherwise scan the same due sagas and ask the gateway about the
+//! same overdue payment. A standby's timer takes over within about a
+//! second when the holder's process stops or dies.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -25,6 +31,7 @@ use domain::order::OrderEvent;
 use domain::saga::{Fact, SagaCommand, SagaEvent, SourceRef, Step, StepStatus};
 use domain::{DomainEvent, InventoryEvent, PaymentEvent, ShipmentEvent};
 use eventstore::kafka::{envelope, Backoff, EventConsumer};
+use eventstore::leader::{SingleActive, StopSignal};
 use eventstore::RecordedEvent;
 use futures::{FutureExt, StreamExt};
 use tokio::sync::watch;
@@ -39,6 +46,9 @@ use crate::{SagaConfig, SagaError};
 
 mod consume;
 mod timer;
+
+/// The [`SingleActive`] role name of the saga's timer.
+pub const TIMER_ROLE: &str = "saga-timer";
 
 /// Counters and a fault hook, for tests, benchmarks and operators.
 #[derive(Debug, Default)]
@@ -55,6 +65,8 @@ pub struct SagaProbe {
     pub failures: AtomicU64,
     /// Saga changes committed.
     pub changes: AtomicU64,
+    /// Sweeps of this process's timer (it runs in one process at a time).
+    pub timer_sweeps: AtomicU64,
     /// When non-zero: once this many saga changes committed, the
     /// orchestrator stops with [`SagaError::Crashed`] before carrying out
     /// the steps of the last one or committing offsets (the test hook that
@@ -115,7 +127,15 @@ impl Orchestrator {
         self.recover().await?;
         let (stop, stopping) = watch::channel(false);
         let consume = self.consume(&consumer, stopping.clone());
-        let timer = self.clone().timer(stopping);
+        let timer = {
+            let this = self.clone();
+            let mut stopping = stopping;
+            let stopped = async move {
+                let _ = stopping.wait_for(|stop| *stop).await;
+            };
+            SingleActive::new(self.sagas.events(), TIMER_ROLE)
+                .run(stopped, move |stop: StopSignal| this.clone().timer(stop))
+        };
         let (mut consume, mut timer) = (pin!(consume), pin!(timer));
         // Whichever ends first (the hook, or shutdown) stops the other at
         // its next boundary.

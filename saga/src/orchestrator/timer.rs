@@ -45,16 +45,16 @@ impl Orchestrator {
         Ok(())
     }
 
-    /// Every `sweep_interval`: the sagas whose deadline, retry or check is due.
-    pub(super) async fn timer(
-        self: Arc<Self>,
-        mut stopping: watch::Receiver<bool>,
-    ) -> Result<(), SagaError> {
+    /// Every `sweep_interval`, until `stop` resolves: the sagas whose
+    /// deadline, retry or check is due. Runs while this process holds the
+    /// timer's single-active lock.
+    pub(super) async fn timer(self: Arc<Self>, mut stop: StopSignal) -> Result<(), SagaError> {
         loop {
             tokio::select! {
                 () = tokio::time::sleep(self.config.sweep_interval) => {}
-                _ = stopping.wait_for(|stop| *stop) => return Ok(()),
+                () = &mut stop => return Ok(()),
             }
+            self.probe.timer_sweeps.fetch_add(1, Ordering::Relaxed);
             let due: Vec<Uuid> = match sqlx::query_scalar(
                 "SELECT order_id FROM saga_instances WHERE wake_at <= now() ORDER BY wake_at LIMIT 256",
             )
