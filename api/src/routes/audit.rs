@@ -22,13 +22,10 @@ use uuid::Uuid;
 use crate::auth::{Caller, Role};
 use crate::error::ApiError;
 use crate::extract::Segment;
+use crate::routes::paging::{Limit, DEFAULT_LIMIT, MAX_LIMIT};
 use crate::routes::queries::{parse_limit, Params};
 use crate::startup::AppState;
 
-/// Page size when `limit` is not given.
-pub const DEFAULT_LIMIT: i64 = 50;
-/// Largest accepted `limit`.
-pub const MAX_LIMIT: i64 = 500;
 /// Most events the correlation view answers.
 pub const MAX_CORRELATED: i64 = 10_000;
 
@@ -506,9 +503,9 @@ pub struct SearchQuery {
     pub to: Option<DateTime<Utc>>,
     /// The `next_cursor` of the previous page, or a global position.
     pub after: Option<String>,
-    /// Page size, 1 to 500 (default 50).
-    #[schemars(range(min = 1, max = 500))]
-    pub limit: Option<i64>,
+    /// Page size.
+    #[serde(flatten)]
+    pub limit: Limit,
 }
 
 /// The query of the time-travel route: `version` or `at`, not both.
@@ -544,9 +541,9 @@ pub struct SealListQuery {
     /// The `next_cursor` (a seal id) of the previous page.
     #[schemars(range(min = 0))]
     pub after: Option<i64>,
-    /// Page size, 1 to 500 (default 50).
-    #[schemars(range(min = 1, max = 500))]
-    pub limit: Option<i64>,
+    /// Page size.
+    #[serde(flatten)]
+    pub limit: Limit,
 }
 
 /// `POST /api/v1/audit/seals`: seals what is new now, without waiting for
