@@ -296,17 +296,7 @@ async fn stream(
     state_at: Option<u64>,
     out: Output,
 ) -> anyhow::Result<bool> {
-    let mut events = Vec::new();
-    loop {
-        let page = store
-            .read_stream(stream_id, events.len() as u64 + 1, 1000)
-            .await?;
-        let full = page.len() == 1000;
-        events.extend(page);
-        if !full {
-            break;
-        }
-    }
+    let events = store.read_stream_to_end(stream_id, None).await?;
     anyhow::ensure!(!events.is_empty(), "no stream {stream_id}");
     let verification = eventstore::verify_stream(store.pool(), stream_id).await?;
     let state = match state_at {

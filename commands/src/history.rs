@@ -81,22 +81,11 @@ pub async fn state_at(
             events
         }
         At::Version(_) | At::Head => {
-            let mut events = Vec::new();
-            loop {
-                let page = store
-                    .read_stream(stream_id, events.len() as u64 + 1, 1000)
-                    .await?;
-                let full = page.len() == 1000;
-                events.extend(page);
-                if !full {
-                    break;
-                }
-                if let At::Version(v) = at {
-                    if events.len() as u64 >= v {
-                        break;
-                    }
-                }
-            }
+            let until = match at {
+                At::Version(v) => Some(v),
+                _ => None,
+            };
+            let events = store.read_stream_to_end(stream_id, until).await?;
             if events.is_empty() {
                 return Err(HistoryError::NoStream(stream_id.to_owned()));
             }
@@ -108,7 +97,6 @@ pub async fn state_at(
                         head,
                     });
                 }
-                events.truncate(usize::try_from(version).unwrap_or(usize::MAX));
             }
             events
         }

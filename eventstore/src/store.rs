@@ -264,6 +264,31 @@ impl EventStore {
         read::read_stream(&self.pool, stream_id, from_version, limit).await
     }
 
+    /// Every event of `stream_id` (up to version `until` inclusive, when
+    /// given), in version order, read a page at a time.
+    pub async fn read_stream_to_end(
+        &self,
+        stream_id: &str,
+        until: Option<u64>,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        const PAGE: i64 = 1000;
+        let mut events = Vec::new();
+        loop {
+            let page = self
+                .read_stream(stream_id, events.len() as u64 + 1, PAGE)
+                .await?;
+            let full = page.len() as i64 == PAGE;
+            events.extend(page);
+            if !full || until.is_some_and(|v| events.len() as u64 >= v) {
+                break;
+            }
+        }
+        if let Some(v) = until {
+            events.truncate(usize::try_from(v).unwrap_or(usize::MAX));
+        }
+        Ok(events)
+    }
+
     /// See [`read::read_all`].
     pub async fn read_all(
         &self,

@@ -54,19 +54,11 @@ pub async fn stream_events(
     Segment(stream_id): Segment,
 ) -> Result<Json<StreamEvents>, ApiError> {
     caller.require(AUDITORS)?;
-    let mut events = Vec::new();
-    loop {
-        let page = state
-            .store
-            .read_stream(&stream_id, events.len() as u64 + 1, 1000)
-            .await
-            .map_err(internal)?;
-        let done = page.len() < 1000;
-        events.extend(page);
-        if done {
-            break;
-        }
-    }
+    let events = state
+        .store
+        .read_stream_to_end(&stream_id, None)
+        .await
+        .map_err(internal)?;
     if events.is_empty() {
         return Err(ApiError::NotFound(format!("no stream {stream_id}")));
     }

@@ -99,6 +99,28 @@ pub fn signed_text(
     format!("fulcrum-seal:v1:{seal_id}:{tree_size}:{up_to_position}:{root_hex}:{previous_hex}")
 }
 
+/// The events a seal added, as stored with it: (event hash, global
+/// position) pairs, or `None` when the two columns do not hold whole,
+/// equally many entries (the seals table was altered).
+pub(crate) fn stored_events(hashes: &[u8], positions: &[u8]) -> Option<Vec<(Hash, i64)>> {
+    if !hashes.len().is_multiple_of(32)
+        || !positions.len().is_multiple_of(8)
+        || hashes.len() / 32 != positions.len() / 8
+    {
+        return None;
+    }
+    hashes
+        .chunks_exact(32)
+        .zip(positions.chunks_exact(8))
+        .map(|(hash, position)| {
+            Some((
+                hash.try_into().ok()?,
+                i64::from_be_bytes(position.try_into().ok()?),
+            ))
+        })
+        .collect()
+}
+
 const SEAL_COLUMNS: &str = "seal_id, tree_size, up_to_tx_id, up_to_position, root, previous, \
      signature, public_key, sealed_at, octet_length(event_hashes) / 32 AS added";
 

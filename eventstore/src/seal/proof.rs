@@ -101,15 +101,13 @@ pub async fn proof_for(pool: &PgPool, event_id: Uuid) -> Result<Proof, ProofErro
     for row in &rows {
         let hashes: Vec<u8> = row.try_get("event_hashes")?;
         let positions: Vec<u8> = row.try_get("event_positions")?;
-        if hashes.len() / 32 != positions.len() / 8 {
+        let Some(stored) = super::stored_events(&hashes, &positions) else {
             let id: i64 = row.try_get("seal_id")?;
             return Err(ProofError::SealData(format!(
                 "seal {id}: hashes and positions differ in number"
             )));
-        }
-        for (hash, position) in hashes.chunks_exact(32).zip(positions.chunks_exact(8)) {
-            let hash: Hash = hash.try_into().unwrap_or([0; 32]);
-            let position = i64::from_be_bytes(position.try_into().unwrap_or([0; 8]));
+        };
+        for (hash, position) in stored {
             if position == event.global_position && index.is_none() {
                 index = Some(leaves.len());
                 sealed_hash = Some(hash);

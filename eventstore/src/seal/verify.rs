@@ -548,23 +548,17 @@ async fn check_seals(
             )));
         }
         // The events stored with it must hash to the signed root.
-        if !hashes.len().is_multiple_of(32)
-            || !positions.len().is_multiple_of(8)
-            || hashes.len() / 32 != positions.len() / 8
-        {
+        let Some(stored) = super::stored_events(&hashes, &positions) else {
             return Ok(Err(Finding::seal(
                 FindingKind::SealData,
                 seal_id,
                 format!("seal {seal_id}'s stored event hashes and positions differ in number"),
             )));
-        }
-        for (hash, position) in hashes.chunks_exact(32).zip(positions.chunks_exact(8)) {
-            let hash: Hash = hash.try_into().unwrap_or([0; 32]);
+        };
+        for (hash, position) in stored {
             frontier.push(merkle::leaf_hash(&hash));
             sealed.hashes.push(hash);
-            sealed
-                .positions
-                .push(i64::from_be_bytes(position.try_into().unwrap_or([0; 8])));
+            sealed.positions.push(position);
         }
         if frontier.size() != u64::try_from(tree_size).unwrap_or(0)
             || frontier.root().as_slice() != root.as_slice()
