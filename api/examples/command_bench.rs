@@ -11,12 +11,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::str::FromStr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use api::auth::{mint_hs256, Authenticator, JwtConfig, Role};
 use api::{AppState, Application};
-use commands::{CommandHandler, ExecutorConfig};
+
 use eventstore::{db, EventStore, ExpectedVersion, NewEvent};
 use serde_json::json;
 use sqlx::postgres::PgConnectOptions;
@@ -87,14 +86,7 @@ async fn main() -> anyhow::Result<()> {
         jwt_max_ttl: api::auth::DEFAULT_MAX_TTL,
         dev: false,
     };
-    let state = AppState {
-        commands: CommandHandler::new(store.clone(), ExecutorConfig::default()),
-        sagas: saga::SagaStore::new(store.clone()),
-        store: store.clone(),
-        auth: Arc::new(Authenticator::from_config(&jwt)?),
-        projection_on_error: projections::status::OnError::Halt,
-        seal_key: None,
-    };
+    let state = AppState::new(store.clone(), Authenticator::from_config(&jwt)?);
     let app = Application::with_state(state, "127.0.0.1:0".parse()?).await?;
     let base = format!("http://{}", app.local_addr()?);
     tokio::spawn(app.run_until_stopped());

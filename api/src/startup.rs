@@ -12,7 +12,6 @@ use eventstore::EventStore;
 use std::future::Future;
 
 use projections::status::OnError;
-use projections::worker::ProjectorProbe;
 use projections::Projection;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -21,10 +20,11 @@ use tokio::task::JoinSet;
 use eventstore::leader::SingleActive;
 use eventstore::seal::SealKey;
 use saga::gateway::{SandboxConfig, SandboxGateway};
-use saga::{Orchestrator, SagaProbe};
+use saga::Orchestrator;
 
 use crate::auth::Authenticator;
 use crate::config::{DatabaseConfig, KafkaConfig, Role, SagaSettings, ServeConfig};
+use crate::metrics::Metrics;
 use crate::{routes, telemetry};
 
 /// What every handler can reach.
@@ -44,6 +44,27 @@ pub struct AppState {
     /// The key seals are signed with (`FULCRUM_SEAL_KEY`), for sealing on
     /// demand and for serving the public key.
     pub seal_key: Option<SealKey>,
+    /// The process's metrics registry, served at `/metrics`; the roles this
+    /// process runs count on its series.
+    pub metrics: Arc<Metrics>,
+}
+
+impl AppState {
+    /// The state of a server over `store` checking tokens with `auth`, with
+    /// the defaults of `fulcrum serve`: a command handler with the default
+    /// settings, projections halting on an event they cannot apply, no seal
+    /// key, and a fresh metrics registry. Tests and benchmarks start here.
+    pub fn new(store: EventStore, auth: Authenticator) -> AppState {
+        AppState {
+            commands: CommandHandler::new(store.clone(), ExecutorConfig::default()),
+            sagas: saga::SagaStore::new(store.clone()),
+            metrics: Arc::new(Metrics::new(&store)),
+            store,
+            auth: Arc::new(auth),
+            projection_on_error: OnError::Halt,
+            seal_key: None,
+        }
+    }
 }
 
 impl FromRef<AppState> for Arc<Authenticator> {
@@ -72,6 +93,8 @@ struct Background {
     /// Shared with the HTTP server: one cache and one queue per stream in
     /// the process.
     commands: CommandHandler,
+    /// The series the roles count on (served at `/metrics` by the `api` role).
+    metrics: Arc<Metrics>,
 }
 
 /// Connects to the database (creating it if missing) and applies migrations.
@@ -124,6 +147,7 @@ impl Application {
             ..ExecutorConfig::default()
         };
         let commands = CommandHandler::new(store.clone(), executor);
+        let metrics = Arc::new(Metrics::new(&store));
         let background = Background {
             store: store.clone(),
             roles: config.roles.clone(),
@@ -136,6 +160,7 @@ impl Application {
                 )
             }),
             commands: commands.clone(),
+            metrics: metrics.clone(),
         };
         let mut app = if let Some(auth) = auth {
             let state = AppState {
@@ -145,6 +170,7 @@ impl Application {
                 auth: Arc::new(auth),
                 projection_on_error: config.kafka.projection_on_error,
                 seal_key,
+                metrics,
             };
             Self::with_state(state, config.addr).await?
         } else {
@@ -224,13 +250,16 @@ impl Application {
             if background.roles.contains(&Role::Relay) {
                 let store = background.store.clone();
                 let config = background.kafka.relay();
+                let stats = background.metrics.relay();
                 let stop = stopped();
                 tasks.spawn(async move {
                     // Any number of processes may run the relay role; one
                     // publishes, the others stand by.
                     let relayed = SingleActive::new(&store, "relay")
                         .run(stop, |stop| {
-                            eventstore::relay::run(store.clone(), config.clone(), stop)
+                            let relay = eventstore::Relay::new(store.clone(), config.clone());
+                            let stats = stats.clone();
+                            async move { relay?.with_stats(stats).run(stop).await }
                         })
                         .await
                         .context("relay failed");
@@ -242,8 +271,8 @@ impl Application {
                     let store = background.store.clone();
                     let config = background.kafka.projector();
                     let stop = stopped();
+                    let probe = background.metrics.projector(projection);
                     tasks.spawn(async move {
-                        let probe = Arc::new(ProjectorProbe::default());
                         let projected =
                             projections::worker::run(store, projection, config, probe, stop)
                                 .await
@@ -315,13 +344,8 @@ fn spawn_saga(
     let sagas = saga::SagaStore::new(background.store.clone());
     let commands = background.commands.clone();
     let webhook = saga::webhook::run(sagas.clone(), commands.clone(), callbacks, stopped());
-    let orchestrator = Orchestrator::new(
-        sagas,
-        commands,
-        gateway,
-        config,
-        Arc::new(SagaProbe::default()),
-    );
+    let orchestrator =
+        Orchestrator::new(sagas, commands, gateway, config, background.metrics.saga());
     let stop = stopped();
     tasks.spawn(async move {
         let webhook = tokio::spawn(webhook);

@@ -22,6 +22,7 @@ mod hash;
 pub mod idempotency;
 pub mod kafka;
 pub mod leader;
+pub mod metrics;
 mod model;
 
 mod read;

@@ -9,6 +9,7 @@ use tokio::sync::watch;
 
 use crate::append::{append_in, attempt, lock_stream, now_micros, validate, Attempt, StreamHead};
 use crate::idempotency::{self, Claim};
+use crate::metrics::StoreMetrics;
 use crate::model::{AppendResult, ExpectedVersion, NewEvent, RecordedEvent};
 use crate::{read, StoreError};
 use sqlx::PgPool;
@@ -32,6 +33,8 @@ pub struct EventStore {
     /// The last head this process saw per stream: the guess that lets an
     /// append take a single round trip. A wrong guess costs one more.
     heads: moka::sync::Cache<String, StreamHead>,
+    /// Appends by outcome, their latency, events appended.
+    metrics: StoreMetrics,
 }
 
 impl EventStore {
@@ -45,7 +48,13 @@ impl EventStore {
             pool,
             commits: Arc::new(commits),
             heads: moka::sync::Cache::new(HEAD_CACHE_CAPACITY),
+            metrics: StoreMetrics::default(),
         }
+    }
+
+    /// The appends' series (register them to expose them at `/metrics`).
+    pub fn metrics(&self) -> &StoreMetrics {
+        &self.metrics
     }
 
     /// The underlying pool.
@@ -83,12 +92,8 @@ impl EventStore {
         let result = self
             .append_once(stream_id, expected, events, metadata)
             .await;
-        let outcome = if result.is_ok() { "ok" } else { "error" };
-        metrics::counter!("fulcrum_appends_total", "outcome" => outcome).increment(1);
-        metrics::histogram!("fulcrum_append_duration_seconds").record(started.elapsed());
-        if result.is_ok() {
-            metrics::counter!("fulcrum_appended_events_total").increment(events.len() as u64);
-        }
+        self.metrics
+            .append(result.is_ok(), started.elapsed(), events.len());
         result
     }
 

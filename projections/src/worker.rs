@@ -17,6 +17,10 @@ use eventstore::kafka::{envelope, headers, Backoff, ConsumerSettings, EventConsu
 use eventstore::trace::TraceParent;
 use eventstore::{EventStore, RecordedEvent};
 use futures::FutureExt;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
 use rdkafka::error::KafkaError;
 use rdkafka::message::OwnedMessage;
 use tracing::{Instrument, Span};
@@ -82,18 +86,75 @@ pub enum ProjectorError {
     Crashed,
 }
 
-/// Counters and a fault hook, for tests and benchmarks. Share one between a
-/// projector and the code watching it.
+/// The projectors' series in the process's metrics registry (see
+/// [`eventstore::metrics`]): one labelled series per projection.
+#[derive(Clone, Debug, Default)]
+pub struct ProjectorMetrics {
+    batches: Family<ProjectionLabel, Counter>,
+    applied: Family<ProjectionLabel, Counter>,
+    duplicates: Family<ProjectionLabel, Counter>,
+    dead_letters: Family<ProjectionLabel, Counter>,
+}
+
+/// The `projection` label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProjectionLabel {
+    projection: &'static str,
+}
+
+impl ProjectorMetrics {
+    /// Adds these series to `registry`.
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "fulcrum_projection_batches",
+            "Projector transactions committed",
+            self.batches.clone(),
+        );
+        registry.register(
+            "fulcrum_projection_events_applied",
+            "Events applied to a read model",
+            self.applied.clone(),
+        );
+        registry.register(
+            "fulcrum_projection_duplicates",
+            "Redelivered events a projector had already applied",
+            self.duplicates.clone(),
+        );
+        registry.register(
+            "fulcrum_projection_dead_lettered",
+            "Events a projector dead-lettered",
+            self.dead_letters.clone(),
+        );
+    }
+
+    /// A probe counting on `projection`'s series.
+    pub fn probe(&self, projection: Projection) -> ProjectorProbe {
+        let label = ProjectionLabel {
+            projection: projection.name(),
+        };
+        ProjectorProbe {
+            applied: self.applied.get_or_create_owned(&label),
+            duplicates: self.duplicates.get_or_create_owned(&label),
+            batches: self.batches.get_or_create_owned(&label),
+            dead_letters: self.dead_letters.get_or_create_owned(&label),
+            ..ProjectorProbe::default()
+        }
+    }
+}
+
+/// One projector's series (from [`ProjectorMetrics::probe`], or series of
+/// its own by default) and a fault hook, for tests and benchmarks. Share one
+/// between a projector and the code watching it.
 #[derive(Debug, Default)]
 pub struct ProjectorProbe {
     /// Events whose transaction committed with [`Applied::Applied`].
-    pub applied: AtomicU64,
+    pub applied: Counter,
     /// Events that were already applied (redeliveries).
-    pub duplicates: AtomicU64,
+    pub duplicates: Counter,
     /// Transactions committed.
-    pub batches: AtomicU64,
+    pub batches: Counter,
     /// Events dead-lettered.
-    pub dead_letters: AtomicU64,
+    pub dead_letters: Counter,
     /// When non-zero: after this many committed transactions, the projector
     /// returns [`ProjectorError::Crashed`] without committing offsets.
     pub crash_after_batches: AtomicU64,
@@ -236,10 +297,8 @@ async fn consume(
             BatchOutcome::Done => batch.as_slice(),
             BatchOutcome::Halted { applied } => &batch[..applied],
         };
-        if probe.crash_after_batches.load(Ordering::Relaxed) != 0
-            && probe.batches.load(Ordering::Relaxed)
-                >= probe.crash_after_batches.load(Ordering::Relaxed)
-        {
+        let crash_after = probe.crash_after_batches.load(Ordering::Relaxed);
+        if crash_after != 0 && probe.batches.get() >= crash_after {
             return Err(ProjectorError::Crashed);
         }
         consumer.commit(committed);
@@ -356,16 +415,10 @@ async fn apply_batch(
     }
     live.finish(&mut tx).await?;
     tx.commit().await?;
-    probe.batches.fetch_add(1, Ordering::Relaxed);
-    let name = projection.name();
-    metrics::counter!("fulcrum_projection_batches_total", "projection" => name).increment(1);
-    metrics::counter!("fulcrum_projection_events_applied_total", "projection" => name)
-        .increment(applied);
-    metrics::counter!("fulcrum_projection_dead_letters_total", "projection" => name)
-        .increment(dead);
-    probe.applied.fetch_add(applied, Ordering::Relaxed);
-    probe.duplicates.fetch_add(duplicates, Ordering::Relaxed);
-    probe.dead_letters.fetch_add(dead, Ordering::Relaxed);
+    probe.batches.inc();
+    probe.applied.inc_by(applied);
+    probe.duplicates.inc_by(duplicates);
+    probe.dead_letters.inc_by(dead);
     if probe.record_lags.load(Ordering::Relaxed) {
         let now = Utc::now();
         if let Ok(mut lags) = probe.lags.lock() {

@@ -34,7 +34,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -404,14 +403,8 @@ async fn run(rate: f64, seconds: f64) -> String {
     let (tx, rx) = mpsc::unbounded_channel();
     let tracker = tokio::spawn(track(pool.clone(), rx));
     let warm = drive(&system, &tokens, &tx, (rate, WARM_UP_SECONDS, 0, false)).await;
-    let (changes, steps) = (
-        probe.changes.load(Ordering::Relaxed),
-        probe.steps.load(Ordering::Relaxed),
-    );
-    let (failures, observed) = (
-        probe.failures.load(Ordering::Relaxed),
-        probe.observed.load(Ordering::Relaxed),
-    );
+    let (changes, steps) = (probe.changes.get(), probe.steps.get());
+    let (failures, observed) = (probe.failures.get(), probe.observed.get());
     let started = Instant::now();
     let sent = drive(&system, &tokens, &tx, (rate, seconds, 1_000_000, true)).await;
     drop(tx);
@@ -482,9 +475,8 @@ async fn run(rate: f64, seconds: f64) -> String {
         pct(&lag, 0.99), lag.last().copied().unwrap_or(f64::NAN)
     );
     let orders = measured.len().max(1) as f64;
-    let delta = |counter: &std::sync::atomic::AtomicU64, before: u64| {
-        counter.load(Ordering::Relaxed) - before
-    };
+    let delta = |counter: &eventstore::metrics::prometheus_client::metrics::counter::Counter,
+                 before: u64| { counter.get() - before };
     println!(
         "saga probe (measured run + tail of warm-up): changes {} ({:.1}/order), steps {} ({:.1}/order), step failures {}, messages observed {}",
         delta(&probe.changes, changes), delta(&probe.changes, changes) as f64 / orders,

@@ -2,15 +2,11 @@
 //! port over a fresh database, tokens, and requests.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::sync::Arc;
-
 pub mod system;
 
 use api::auth::{mint_hs256, Authenticator, JwtConfig, Role};
 use api::{AppState, Application};
-use commands::{CommandHandler, ExecutorConfig};
 use eventstore::testing::TestDb;
-use projections::status::OnError;
 use reqwest::{Response, StatusCode};
 use serde_json::Value;
 
@@ -64,14 +60,8 @@ impl TestApp {
     pub async fn spawn_with_pool(connections: u32) -> TestApp {
         let db = TestDb::with_pool_size(connections).await;
         let store = db.store();
-        let state = AppState {
-            commands: CommandHandler::new(store.clone(), ExecutorConfig::default()),
-            sagas: saga::SagaStore::new(store.clone()),
-            store,
-            auth: Arc::new(Authenticator::from_config(&jwt_config()).unwrap()),
-            projection_on_error: OnError::Halt,
-            seal_key: Some(eventstore::seal::SealKey::ephemeral()),
-        };
+        let mut state = AppState::new(store, Authenticator::from_config(&jwt_config()).unwrap());
+        state.seal_key = Some(eventstore::seal::SealKey::ephemeral());
         let app = Application::with_state(state.clone(), "127.0.0.1:0".parse().unwrap())
             .await
             .unwrap();

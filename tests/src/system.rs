@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use api::auth::Role;
 use eventstore::kafka::ConsumerSettings;
 use eventstore::relay::RelayConfig;
-use projections::worker::{ProjectorConfig, ProjectorProbe};
+use projections::worker::ProjectorConfig;
 use projections::Projection;
 use saga::gateway::{SandboxConfig, SandboxGateway};
 use saga::{Orchestrator, SagaConfig, SagaError, SagaProbe};
@@ -71,16 +71,18 @@ impl System {
         let store = system.app.state.store.clone();
         let relay = RelayConfig::new(brokers()).with_topic_prefix(&system.prefix);
         let stopped = system.stopped();
-        let relay_store = store.clone();
-        tokio::spawn(async move { eventstore::relay::run(relay_store, relay, stopped).await });
+        let relay = eventstore::Relay::new(store.clone(), relay)
+            .expect("relay settings")
+            .with_stats(system.app.state.metrics.relay());
+        tokio::spawn(relay.run(stopped));
         for projection in Projection::ALL {
             let mut config = ProjectorConfig::new(brokers());
             config.kafka = system.consumer_settings();
             let (store, stopped) = (store.clone(), system.stopped());
-            tokio::spawn(async move {
-                let probe = Arc::new(ProjectorProbe::default());
-                projections::worker::run(store, projection, config, probe, stopped).await
-            });
+            let probe = system.app.state.metrics.projector(projection);
+            tokio::spawn(projections::worker::run(
+                store, projection, config, probe, stopped,
+            ));
         }
         let webhook = saga::webhook::run(
             system.app.state.sagas.clone(),
@@ -90,7 +92,8 @@ impl System {
         );
         tokio::spawn(webhook);
         for _ in 0..orchestrators {
-            system.start_orchestrator(Arc::new(SagaProbe::default()));
+            // They count on the system's registry (served at `/metrics`).
+            system.start_orchestrator(system.app.state.metrics.saga());
         }
         system
     }

@@ -43,7 +43,6 @@ async fn an_unreachable_database_makes_the_server_unready() {
 /// A server whose database is down: its pool points at a port nothing
 /// listens on (what a stopped Postgres looks like to a client).
 async fn spawn_without_database() -> String {
-    use std::sync::Arc;
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -55,16 +54,10 @@ async fn spawn_without_database() -> String {
             .unwrap();
     let pool = eventstore::db::pool_options(4).connect_lazy_with(options);
     let store = eventstore::EventStore::new(pool);
-    let state = api::AppState {
-        commands: commands::CommandHandler::new(store.clone(), commands::ExecutorConfig::default()),
-        sagas: saga::SagaStore::new(store.clone()),
+    let state = api::AppState::new(
         store,
-        auth: Arc::new(
-            api::auth::Authenticator::from_config(&fulcrum_tests::jwt_config()).unwrap(),
-        ),
-        projection_on_error: projections::status::OnError::Halt,
-        seal_key: None,
-    };
+        api::auth::Authenticator::from_config(&fulcrum_tests::jwt_config()).unwrap(),
+    );
     let app = api::Application::with_state(state, "127.0.0.1:0".parse().unwrap())
         .await
         .unwrap();

@@ -92,6 +92,27 @@ async fn the_named_series_move_with_an_order_through_the_pipeline() {
         "fulcrum_projection_events_applied_total",
         &[("projection", "orders")],
     );
+    // A component's own reading and the registry's are one series: the
+    // scrape lies between two readings taken around it.
+    let metrics = &system.app.state.metrics;
+    let orders = metrics.projector(projections::Projection::Orders);
+    let (relay_before, applied_before) = (metrics.relay().acked(), orders.applied.get());
+    let scrape = Scrape::of(&system).await;
+    let (relay_after, applied_after) = (metrics.relay().acked(), orders.applied.get());
+    let scraped = scrape.value("fulcrum_relay_published_total", &[]);
+    assert!(
+        relay_before as f64 <= scraped && scraped <= relay_after as f64,
+        "the relay read {relay_before}..{relay_after}, /metrics {scraped}"
+    );
+    let scraped = scrape.value(
+        "fulcrum_projection_events_applied_total",
+        &[("projection", "orders")],
+    );
+    assert!(
+        applied_before as f64 <= scraped && scraped <= applied_after as f64,
+        "the orders projector read {applied_before}..{applied_after}, /metrics {scraped}"
+    );
+    assert!(relay_before > 0 && applied_before > 0);
     assert!(after.value("fulcrum_projection_position", &[("projection", "orders")]) > 0.0);
     assert!(after.value("fulcrum_sagas", &[]) >= 1.0);
     assert!(after.value("fulcrum_db_pool_max_connections", &[]) > 0.0);

@@ -2,7 +2,6 @@
 //! conventions): over the limit is 429 problem+json with `Retry-After`.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-use std::sync::Arc;
 
 use api::auth::{Authenticator, Role};
 use api::{AppState, Application};
@@ -16,14 +15,7 @@ async fn spawn(db: &TestDb, per_subject: u32, per_address: u32) -> String {
     let auth = Authenticator::from_config(&jwt_config())
         .unwrap()
         .with_rate_limit(per_subject);
-    let state = AppState {
-        commands: commands::CommandHandler::new(store.clone(), commands::ExecutorConfig::default()),
-        sagas: saga::SagaStore::new(store.clone()),
-        store,
-        auth: Arc::new(auth),
-        projection_on_error: projections::status::OnError::Halt,
-        seal_key: None,
-    };
+    let state = AppState::new(store, auth);
     let app = Application::with_state(state, "127.0.0.1:0".parse().unwrap())
         .await
         .unwrap()

@@ -790,7 +790,7 @@ async fn two_orchestrators_run_one_timer_and_the_other_takes_over_when_it_stops(
     );
     let a = system.start_orchestrator(first.clone());
     system.start_orchestrator(second.clone());
-    let sweeps = |p: &SagaProbe| p.timer_sweeps.load(Ordering::Relaxed);
+    let sweeps = |p: &SagaProbe| p.timer_sweeps.get();
     // One of them sweeps; give the other many sweep intervals to join in.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while sweeps(&first) + sweeps(&second) < 60 {

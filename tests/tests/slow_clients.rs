@@ -3,7 +3,6 @@
 //! arrives neither holds the server open nor keeps it from stopping.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use api::serve::{DRAIN_TIMEOUT, HEADER_READ_TIMEOUT};
@@ -22,16 +21,10 @@ async fn spawn(
     tokio::task::JoinHandle<anyhow::Result<()>>,
 ) {
     let store = db.store();
-    let state = AppState {
-        commands: commands::CommandHandler::new(store.clone(), commands::ExecutorConfig::default()),
-        sagas: saga::SagaStore::new(store.clone()),
+    let state = AppState::new(
         store,
-        auth: Arc::new(
-            api::auth::Authenticator::from_config(&fulcrum_tests::jwt_config()).unwrap(),
-        ),
-        projection_on_error: projections::status::OnError::Halt,
-        seal_key: None,
-    };
+        api::auth::Authenticator::from_config(&fulcrum_tests::jwt_config()).unwrap(),
+    );
     let app = Application::with_state(state, "127.0.0.1:0".parse().unwrap())
         .await
         .unwrap();

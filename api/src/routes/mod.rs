@@ -39,11 +39,13 @@ const CUSTOMER: &[Role] = &[Role::Customer];
 pub fn router(state: AppState) -> Router {
     let mut api = crate::openapi::base();
     let documented = contract().finish_api(&mut api);
-    crate::metrics::handle();
     documented
         .merge(Contract::new().routes())
         .route("/metrics", get(crate::metrics::metrics))
-        .route_layer(middleware::from_fn(crate::metrics::track))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::metrics::track,
+        ))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

@@ -138,9 +138,17 @@ impl Relay {
         })
     }
 
-    /// The relay's counters; they stay readable after the relay stops.
+    /// The relay's series; they stay readable after the relay stops.
     pub fn stats(&self) -> Arc<RelayStats> {
         self.stats.clone()
+    }
+
+    /// Counts on `stats` (e.g. series the process registered, shared with
+    /// the relay that ran before this one) instead of series of its own.
+    #[must_use]
+    pub fn with_stats(mut self, stats: Arc<RelayStats>) -> Self {
+        self.stats = stats;
+        self
     }
 }
 

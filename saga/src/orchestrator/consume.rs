@@ -22,7 +22,7 @@ impl Orchestrator {
                 let event = match envelope::decode(message) {
                     Ok(event) => event,
                     Err(described) => {
-                        self.probe.discarded.fetch_add(1, Ordering::Relaxed);
+                        self.probe.discarded.inc();
                         tracing::error!(stream = %described.stream_id, event_id = %described.event_id,
                             "a message on a saga topic is not a Fulcrum event; discarded");
                         continue;
@@ -38,7 +38,7 @@ impl Orchestrator {
                     }
                     Ok(None) => {}
                     Err(error) => {
-                        self.probe.discarded.fetch_add(1, Ordering::Relaxed);
+                        self.probe.discarded.inc();
                         tracing::error!(event_id = %event.event_id, stream = %event.stream_id, %error,
                             "an event on a saga topic cannot be decoded; discarded");
                     }
@@ -100,7 +100,7 @@ impl Orchestrator {
                 Ok(()) => return Ok(()),
                 Err(SagaError::Crashed) => return Err(SagaError::Crashed),
                 Err(SagaError::Domain(error)) => {
-                    self.probe.discarded.fetch_add(1, Ordering::Relaxed);
+                    self.probe.discarded.inc();
                     tracing::error!(%order_id, event_id = %event.event_id, %error, "the saga refused an event; discarded");
                     return Ok(());
                 }
@@ -153,7 +153,7 @@ impl Orchestrator {
             } else {
                 &self.probe.duplicates
             };
-            counter.fetch_add(1, Ordering::Relaxed);
+            counter.inc();
         }
         let correlation = cause
             .correlation_id

@@ -32,8 +32,13 @@ use domain::saga::{Fact, SagaCommand, SagaEvent, SourceRef, Step, StepStatus};
 use domain::{DomainEvent, InventoryEvent, PaymentEvent, ShipmentEvent};
 use eventstore::kafka::{envelope, Backoff, EventConsumer};
 use eventstore::leader::{SingleActive, StopSignal};
+use eventstore::metrics::{latency_family, LatencyFamily};
 use eventstore::RecordedEvent;
 use futures::{FutureExt, StreamExt};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 use uuid::Uuid;
 
@@ -50,28 +55,132 @@ mod timer;
 /// The [`SingleActive`] role name of the saga's timer.
 pub const TIMER_ROLE: &str = "saga-timer";
 
-/// Counters and a fault hook, for tests, benchmarks and operators.
-#[derive(Debug, Default)]
+/// The orchestrator's series in the process's metrics registry (see
+/// [`eventstore::metrics`]) and a fault hook, for tests, benchmarks and
+/// operators. The series count whether or not they are
+/// [registered](SagaProbe::register).
+#[derive(Debug)]
 pub struct SagaProbe {
     /// Messages that concerned a saga and were recorded.
-    pub observed: AtomicU64,
+    pub observed: Counter,
     /// Redelivered messages dropped as duplicates.
-    pub duplicates: AtomicU64,
+    pub duplicates: Counter,
     /// Messages that could not be read as events (logged as errors).
-    pub discarded: AtomicU64,
+    pub discarded: Counter,
     /// Step attempts carried out (sent, or re-sent).
-    pub steps: AtomicU64,
+    pub steps: Counter,
     /// Step attempts that failed.
-    pub failures: AtomicU64,
+    pub failures: Counter,
     /// Saga changes committed.
-    pub changes: AtomicU64,
+    pub changes: Counter,
     /// Sweeps of this process's timer (it runs in one process at a time).
-    pub timer_sweeps: AtomicU64,
+    pub timer_sweeps: Counter,
+    /// Step attempts by step and outcome (ok, error).
+    by_step: Family<StepLabels, Counter>,
+    /// Step latency by step.
+    step_seconds: LatencyFamily<StepLabel>,
     /// When non-zero: once this many saga changes committed, the
     /// orchestrator stops with [`SagaError::Crashed`] before carrying out
     /// the steps of the last one or committing offsets (the test hook that
     /// stops it at a step boundary).
     pub crash_after_changes: AtomicU64,
+}
+
+/// The labels of a step attempt.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StepLabels {
+    step: &'static str,
+    outcome: &'static str,
+}
+
+/// The label of a step.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StepLabel {
+    step: &'static str,
+}
+
+impl Default for SagaProbe {
+    fn default() -> Self {
+        SagaProbe {
+            observed: Counter::default(),
+            duplicates: Counter::default(),
+            discarded: Counter::default(),
+            steps: Counter::default(),
+            failures: Counter::default(),
+            changes: Counter::default(),
+            timer_sweeps: Counter::default(),
+            by_step: Family::default(),
+            step_seconds: latency_family(),
+            crash_after_changes: AtomicU64::new(0),
+        }
+    }
+}
+
+impl SagaProbe {
+    /// Adds these series to `registry`.
+    pub fn register(&self, registry: &mut Registry) {
+        let counters = [
+            (
+                "fulcrum_saga_messages_observed",
+                "Messages recorded as a saga's facts",
+                &self.observed,
+            ),
+            (
+                "fulcrum_saga_messages_duplicate",
+                "Redelivered messages a saga had already recorded",
+                &self.duplicates,
+            ),
+            (
+                "fulcrum_saga_messages_discarded",
+                "Messages that could not be read as events",
+                &self.discarded,
+            ),
+            (
+                "fulcrum_saga_step_attempts",
+                "Step attempts carried out (sent or re-sent)",
+                &self.steps,
+            ),
+            (
+                "fulcrum_saga_step_failures",
+                "Step attempts that failed",
+                &self.failures,
+            ),
+            (
+                "fulcrum_saga_changes",
+                "Saga changes committed",
+                &self.changes,
+            ),
+            (
+                "fulcrum_saga_timer_sweeps",
+                "Sweeps of the saga timer in this process",
+                &self.timer_sweeps,
+            ),
+        ];
+        for (name, help, counter) in counters {
+            registry.register(name, help, counter.clone());
+        }
+        registry.register(
+            "fulcrum_saga_steps",
+            "Step attempts by step and outcome (ok, error)",
+            self.by_step.clone(),
+        );
+        registry.register(
+            "fulcrum_saga_step_duration_seconds",
+            "Latency of a step attempt, by step",
+            self.step_seconds.clone(),
+        );
+    }
+
+    /// Counts a step attempt that took `elapsed`.
+    fn step_done(&self, step: &'static str, ok: bool, elapsed: std::time::Duration) {
+        let outcome = if ok { "ok" } else { "error" };
+        self.by_step
+            .get_or_create(&StepLabels { step, outcome })
+            .inc();
+        self.step_seconds
+            .get_or_create(&StepLabel { step })
+            .observe(eventstore::metrics::seconds(elapsed));
+    }
 }
 
 /// The orchestrator of one process.
@@ -168,7 +277,7 @@ impl Orchestrator {
         if changed.events.is_empty() {
             return Ok(());
         }
-        let changes = self.probe.changes.fetch_add(1, Ordering::Relaxed) + 1;
+        let changes = self.probe.changes.inc() + 1;
         let crash_at = self.probe.crash_after_changes.load(Ordering::Relaxed);
         if crash_at != 0 && changes >= crash_at {
             return Err(SagaError::Crashed);
@@ -215,7 +324,7 @@ impl Orchestrator {
                         actor: "saga".into(),
                         traceparent: eventstore::trace::next_hop(),
                     };
-                    self.probe.steps.fetch_add(1, Ordering::Relaxed);
+                    self.probe.steps.inc();
                     let started = std::time::Instant::now();
                     let result = steps::perform(
                         &self.commands,
@@ -226,11 +335,8 @@ impl Orchestrator {
                         &cause,
                     )
                     .await;
-                    let outcome = if result.is_ok() { "ok" } else { "error" };
-                    metrics::counter!("fulcrum_saga_steps_total", "step" => step.name(), "outcome" => outcome)
-                        .increment(1);
-                    metrics::histogram!("fulcrum_saga_step_duration_seconds", "step" => step.name())
-                        .record(started.elapsed());
+                    self.probe
+                        .step_done(step.name(), result.is_ok(), started.elapsed());
                     (step, attempt, result)
                 });
         let failed: Vec<(Step, u32, String)> = futures::future::join_all(attempts)
@@ -243,7 +349,7 @@ impl Orchestrator {
         }
         self.probe
             .failures
-            .fetch_add(failed.len() as u64, Ordering::Relaxed);
+            .inc_by(eventstore::metrics::count(failed.len()));
         for (step, attempt, error) in &failed {
             tracing::warn!(%order_id, %step, attempt, %error, "a saga step failed");
         }

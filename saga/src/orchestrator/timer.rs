@@ -54,7 +54,7 @@ impl Orchestrator {
                 () = tokio::time::sleep(self.config.sweep_interval) => {}
                 () = &mut stop => return Ok(()),
             }
-            self.probe.timer_sweeps.fetch_add(1, Ordering::Relaxed);
+            self.probe.timer_sweeps.inc();
             let due: Vec<Uuid> = match sqlx::query_scalar(
                 "SELECT order_id FROM saga_instances WHERE wake_at <= now() ORDER BY wake_at LIMIT 256",
             )
