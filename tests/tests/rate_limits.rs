@@ -2,7 +2,6 @@
 //! conventions): over the limit is 429 problem+json with `Retry-After`.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-
 use api::auth::{Authenticator, Role};
 use api::{AppState, Application};
 use eventstore::testing::TestDb;
