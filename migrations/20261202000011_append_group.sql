@@ -45,7 +45,6 @@ LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
     n_appends  integer := cardinality(p_stream_ids);
     lock_keys  bigint[];
-    lock_key   bigint;
     my_tx      bigint;
     -- Per root append: the stream's running head and last writer.
     cur_ver    bigint[];
@@ -64,9 +63,8 @@ DECLARE
 BEGIN
     SELECT array_agg(DISTINCT hashtextextended(s, 0) ORDER BY hashtextextended(s, 0))
       INTO lock_keys FROM unnest(p_stream_ids) AS s;
-    FOREACH lock_key IN ARRAY lock_keys LOOP
-        PERFORM pg_advisory_xact_lock(lock_key);
-    END LOOP;
+    -- unnest yields the sorted keys in order, one lock at a time.
+    PERFORM pg_advisory_xact_lock(k) FROM unnest(lock_keys) AS k;
     my_tx := pg_current_xact_id()::text::bigint;
 
     -- Each statement takes a fresh snapshot: the heads include every

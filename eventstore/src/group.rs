@@ -2,16 +2,20 @@
 //! one transaction and one commit (`fulcrum_append_group`, see its
 //! migration).
 //!
-//! One writer task takes every append waiting when it is free, up to
-//! [`MAX_GROUP_EVENTS`] events and [`MAX_GROUP_BYTES`] bytes, and sends them
-//! as one autocommit call. While that call runs and commits, the next
-//! appends queue and form the next group: there is no timer, and an append
-//! that finds the writer idle goes at once, alone. Each append gets its own
-//! answer, and only after its group committed.
+//! A writer task (one of [`GROUP_PIPELINES`]) takes every append waiting
+//! when it is free, up to [`MAX_GROUP_EVENTS`] events and
+//! [`MAX_GROUP_BYTES`] bytes, and sends them as one autocommit call. While
+//! that call runs and commits, the next appends queue and form the next
+//! group: there is no timer, and an append that finds a writer idle goes at
+//! once, alone. Each append gets its own answer, and only after its group
+//! committed. Every group takes its streams' locks in one global order, so
+//! groups in flight together never deadlock; a group that shares a stream
+//! with one in flight waits for it to finish, so that it hashes onto the
+//! head that one left.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -31,6 +35,10 @@ pub const MAX_GROUP_EVENTS: usize = 2_000;
 
 /// The most bytes of event data one group carries (a larger append goes alone).
 pub const MAX_GROUP_BYTES: usize = 4 * 1024 * 1024;
+
+/// How many groups may be in flight at once: while one commits, the next
+/// is formed and written.
+pub const GROUP_PIPELINES: usize = 3;
 
 /// The per-stream head cache the store and the writer share.
 pub(crate) type Heads = moka::sync::Cache<String, StreamHead>;
@@ -53,17 +61,23 @@ pub(crate) struct GroupWriter {
 }
 
 impl GroupWriter {
-    /// Starts the writer task on the current tokio runtime.
+    /// Starts the writer tasks on the current tokio runtime.
     pub(crate) fn start(pool: PgPool, heads: Heads, commits: Arc<watch::Sender<u64>>) -> Self {
         let (queue, rx) = mpsc::unbounded_channel();
         let queued = Arc::new(AtomicUsize::new(0));
-        let writer = Writer {
+        let writer = Arc::new(Writer {
             pool,
             heads,
             commits,
             queued: queued.clone(),
-        };
-        tokio::spawn(writer.run(rx));
+            queue: tokio::sync::Mutex::new(Queue { rx, carry: None }),
+            in_flight: Mutex::new(HashMap::new()),
+            released: tokio::sync::Notify::new(),
+            next_group: AtomicU64::new(0),
+        });
+        for _ in 0..GROUP_PIPELINES {
+            tokio::spawn(writer.clone().run());
+        }
         GroupWriter { queue, queued }
     }
 
@@ -102,51 +116,71 @@ impl GroupWriter {
     }
 }
 
+/// The incoming appends, and the one that did not fit the last group.
+struct Queue {
+    rx: mpsc::UnboundedReceiver<Request>,
+    carry: Option<Request>,
+}
+
 struct Writer {
     pool: PgPool,
     heads: Heads,
     commits: Arc<watch::Sender<u64>>,
     queued: Arc<AtomicUsize>,
+    queue: tokio::sync::Mutex<Queue>,
+    /// The streams of the groups in flight, and the number of the group
+    /// that writes each.
+    in_flight: Mutex<HashMap<String, u64>>,
+    /// Signalled whenever a group in flight finishes.
+    released: tokio::sync::Notify,
+    next_group: AtomicU64,
 }
 
 impl Writer {
-    async fn run(self, mut rx: mpsc::UnboundedReceiver<Request>) {
-        let mut carry: Option<Request> = None;
+    /// One pipeline: forms a group from what is waiting, writes it, and
+    /// again. While it writes, another pipeline forms and writes the next
+    /// group, so one group's commit overlaps the next one's work.
+    async fn run(self: Arc<Self>) {
         // Kept while appends keep coming, returned to the pool when idle.
         let mut conn: Option<PoolConnection<Postgres>> = None;
         loop {
-            let first = match carry.take() {
-                Some(request) => request,
-                None => {
-                    if rx.is_empty() {
-                        conn = None;
-                    }
-                    match rx.recv().await {
-                        Some(request) => request,
-                        None => return,
-                    }
-                }
+            let Some(group) = self.form(&mut conn).await else {
+                return;
             };
-            self.queued.fetch_sub(1, Ordering::Relaxed);
-            let mut events = first.rows.len();
-            let mut bytes = first.bytes;
-            let mut group = vec![first];
-            while let Ok(next) = rx.try_recv() {
-                self.queued.fetch_sub(1, Ordering::Relaxed);
-                if events + next.rows.len() > MAX_GROUP_EVENTS
-                    || bytes + next.bytes > MAX_GROUP_BYTES
-                {
-                    carry = Some(next);
-                    break;
-                }
-                events += next.rows.len();
-                bytes += next.bytes;
-                group.push(next);
-            }
-            metrics::histogram!("fulcrum_append_group_appends").record(group.len() as f64);
-            metrics::histogram!("fulcrum_append_group_events").record(events as f64);
             self.write(&mut conn, group).await;
         }
+    }
+
+    /// Waits for an append and takes every append waiting behind it, up to
+    /// the bounds; `None` once the store is dropped.
+    async fn form(&self, conn: &mut Option<PoolConnection<Postgres>>) -> Option<Vec<Request>> {
+        let mut queue = self.queue.lock().await;
+        let first = match queue.carry.take() {
+            Some(request) => request,
+            None => {
+                if queue.rx.is_empty() {
+                    *conn = None;
+                }
+                queue.rx.recv().await?
+            }
+        };
+        self.queued.fetch_sub(1, Ordering::Relaxed);
+        let mut events = first.rows.len();
+        let mut bytes = first.bytes;
+        let mut group = vec![first];
+        while let Ok(next) = queue.rx.try_recv() {
+            self.queued.fetch_sub(1, Ordering::Relaxed);
+            if events + next.rows.len() > MAX_GROUP_EVENTS || bytes + next.bytes > MAX_GROUP_BYTES {
+                queue.carry = Some(next);
+                break;
+            }
+            events += next.rows.len();
+            bytes += next.bytes;
+            group.push(next);
+        }
+        metrics::histogram!("fulcrum_append_group_appends").record(group.len() as f64);
+        metrics::histogram!("fulcrum_append_group_events").record(events as f64);
+        Some(group)
     }
 
     /// Writes one group and answers each of its appends.
@@ -222,34 +256,43 @@ impl Writer {
         conn: &mut Option<PoolConnection<Postgres>>,
         group: &mut [Request],
     ) -> Result<Vec<Result<Attempt, StoreError>>, sqlx::Error> {
+        let id = self.next_group.fetch_add(1, Ordering::Relaxed);
+        self.claim(group, id).await;
         let roots = self.chain(group);
         let flat = Flat::take(group, &roots);
         let result = self.send(conn, &flat).await;
         flat.give_back(group);
-        let rows = match result {
-            Ok(rows) => rows,
-            Err(error) => {
-                if !matches!(error, sqlx::Error::Database(_)) {
-                    *conn = None; // broken: never reuse it
-                }
-                for request in group.iter() {
-                    self.heads.invalidate(&request.stream_id);
-                }
-                return Err(error);
+        let result = result.and_then(|rows| {
+            if rows.len() == group.len() {
+                Ok(rows)
+            } else {
+                Err(sqlx::Error::Protocol(format!(
+                    "fulcrum_append_group answered {} rows for {} appends",
+                    rows.len(),
+                    group.len()
+                )))
             }
-        };
-        if rows.len() != group.len() {
-            return Err(sqlx::Error::Protocol(format!(
-                "fulcrum_append_group answered {} rows for {} appends",
-                rows.len(),
-                group.len()
-            )));
+        });
+        if result.is_err() {
+            for request in group.iter() {
+                self.heads.invalidate(&request.stream_id);
+            }
         }
-        Ok(group
-            .iter()
-            .zip(rows)
-            .map(|(request, row)| self.outcome(request, &row))
-            .collect())
+        let answers = result.map(|rows| {
+            group
+                .iter()
+                .zip(rows)
+                .map(|(request, row)| self.outcome(request, &row))
+                .collect()
+        });
+        // The head cache is current now: later groups read it instead.
+        self.release(group, id);
+        if let Err(error) = &answers {
+            if !matches!(error, sqlx::Error::Database(_)) {
+                *conn = None; // broken: never reuse it
+            }
+        }
+        answers
     }
 
     async fn send(
@@ -261,6 +304,42 @@ impl Writer {
             Some(conn) => conn,
             None => conn.insert(self.pool.acquire().await?),
         };
+        if let (
+            [stream_id],
+            [stream_type],
+            [expected],
+            [base_version],
+            [base_hash],
+            [recorded_at],
+        ) = (
+            &flat.stream_ids[..],
+            &flat.stream_types[..],
+            &flat.expected[..],
+            &flat.base_versions[..],
+            &flat.base_hashes[..],
+            &flat.recorded_at[..],
+        ) {
+            // A group of one (the idle case): the single-append function,
+            // which does less per call.
+            return sqlx::query(
+                "SELECT outcome, head_version, head_hash, last_position
+                 FROM fulcrum_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+            )
+            .bind(stream_id)
+            .bind(stream_type)
+            .bind(expected)
+            .bind(base_version)
+            .bind(base_hash)
+            .bind(&flat.metadata)
+            .bind(recorded_at)
+            .bind(&flat.event_ids)
+            .bind(&flat.event_types)
+            .bind(&flat.schema_versions)
+            .bind(&flat.data)
+            .bind(&flat.hashes)
+            .fetch_all(&mut **conn)
+            .await;
+        }
         sqlx::query(
             "SELECT append_index, outcome, head_version, head_hash, last_position
              FROM fulcrum_append_group($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
@@ -285,17 +364,40 @@ impl Writer {
         .await
     }
 
+    /// Waits until no other group in flight writes to this group's streams,
+    /// then claims them for group `id`: the head cache then holds every
+    /// stream's head as this group will find it (unless another process
+    /// appends), and a group never overtakes an earlier one on a stream.
+    async fn claim(&self, group: &[Request], id: u64) {
+        loop {
+            let released = self.released.notified();
+            {
+                let mut in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+                if !group.iter().any(|r| {
+                    in_flight
+                        .get(&r.stream_id)
+                        .is_some_and(|&owner| owner != id)
+                }) {
+                    for request in group {
+                        in_flight.insert(request.stream_id.clone(), id);
+                    }
+                    return;
+                }
+            }
+            released.await;
+        }
+    }
+
     /// Makes each append's base the head it will find if every earlier
-    /// append of the group succeeds: the head cache's for a stream's first
-    /// append in the group (the cache may have moved since the caller
-    /// hashed), the previous append's result for the others. Answers each
-    /// append's root: the 1-based index of the group's first append to its
-    /// stream.
+    /// append succeeds: the head cache's for a stream's first append in the
+    /// group (it may have moved since the caller hashed), the previous
+    /// append's result for the others. Answers each append's root: the
+    /// 1-based index of the group's first append to its stream.
     fn chain(&self, group: &mut [Request]) -> Vec<i32> {
-        let mut seen: HashMap<String, (i32, StreamHead)> = HashMap::with_capacity(group.len());
+        let mut seen: HashMap<&str, (i32, StreamHead)> = HashMap::with_capacity(group.len());
         let mut roots = Vec::with_capacity(group.len());
         for (i, request) in group.iter_mut().enumerate() {
-            let root = match seen.get(&request.stream_id) {
+            let root = match seen.get(request.stream_id.as_str()) {
                 Some(&(root, head)) => {
                     if request.rows.base != head {
                         request.rows.chain_onto(&request.stream_id, head);
@@ -311,10 +413,23 @@ impl Writer {
                     i as i32 + 1
                 }
             };
-            seen.insert(request.stream_id.clone(), (root, request.rows.head_after()));
+            seen.insert(&request.stream_id, (root, request.rows.head_after()));
             roots.push(root);
         }
         roots
+    }
+
+    /// Gives up group `id`'s claim on its streams.
+    fn release(&self, group: &[Request], id: u64) {
+        {
+            let mut in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+            for request in group {
+                if in_flight.get(&request.stream_id) == Some(&id) {
+                    in_flight.remove(&request.stream_id);
+                }
+            }
+        }
+        self.released.notify_waiters();
     }
 
     fn outcome(

@@ -1,9 +1,10 @@
 //! Group commit: appends made at the same time share one transaction, yet
 //! each keeps its own outcome, and a group that dies leaves nothing behind.
 //!
-//! To put chosen appends into one group, a test first parks the writer: an
-//! append to a "gate" stream whose lock the test holds. Appends made while
-//! it waits queue up and form the next group when the gate opens.
+//! To put chosen appends into one group, a test first parks every writer
+//! pipeline: an append each to a "gate" stream whose lock the test holds.
+//! Appends made while they wait queue up and form the next group when the
+//! gate opens.
 #![allow(clippy::unwrap_used)]
 
 use std::future::Future;
@@ -12,6 +13,7 @@ use std::time::{Duration, Instant};
 use eventstore::testing::TestDb;
 use eventstore::{
     append_in, verify_stream, AppendResult, EventStore, ExpectedVersion, NewEvent, StoreError,
+    GROUP_PIPELINES,
 };
 use serde_json::json;
 use sqlx::pool::PoolConnection;
@@ -52,24 +54,38 @@ where
     }
 }
 
-/// Holds `stream`'s append lock on a connection of its own (session level,
-/// until [`open`]).
-async fn close_gate(db: &TestDb, stream: &str) -> PoolConnection<Postgres> {
+/// The gate's streams: one per writer pipeline.
+fn gates(gate: &str) -> Vec<String> {
+    (1..=GROUP_PIPELINES)
+        .map(|k| format!("{gate}-{k}"))
+        .collect()
+}
+
+/// Holds the gate streams' append locks on a connection of its own
+/// (session level, until [`open`]).
+async fn close_gate(db: &TestDb, gate: &str) -> PoolConnection<Postgres> {
     let mut conn = db.pool.acquire().await.unwrap();
-    sqlx::query("SELECT pg_advisory_lock(hashtextextended($1, 0))")
-        .bind(stream)
-        .execute(&mut *conn)
-        .await
-        .unwrap();
+    for stream in gates(gate) {
+        sqlx::query("SELECT pg_advisory_lock(hashtextextended($1, 0))")
+            .bind(stream)
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+    }
     conn
 }
 
-async fn open(mut gate: PoolConnection<Postgres>, stream: &str) {
-    sqlx::query("SELECT pg_advisory_unlock(hashtextextended($1, 0))")
-        .bind(stream)
-        .execute(&mut *gate)
-        .await
-        .unwrap();
+async fn open(mut conn: PoolConnection<Postgres>, gate: &str, parked: Vec<Pending>) {
+    for stream in gates(gate) {
+        sqlx::query("SELECT pg_advisory_unlock(hashtextextended($1, 0))")
+            .bind(stream)
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+    }
+    for pending in parked {
+        pending.await.unwrap().unwrap();
+    }
 }
 
 /// Backends of this test's database waiting for a lock of `locktype`.
@@ -84,13 +100,23 @@ async fn waiting(db: &TestDb, locktype: &str) -> Vec<i32> {
     .unwrap()
 }
 
-/// Parks the store's writer on the gate: the next appends queue behind it.
-async fn park_writer(db: &TestDb, store: &EventStore, gate: &str) -> Pending {
-    let parked = spawn_append(store, gate, ExpectedVersion::Any, vec![event(0)]);
-    wait_until("the writer waits at the gate", || async {
-        !waiting(db, "advisory").await.is_empty()
-    })
-    .await;
+/// Parks every writer pipeline at the gate, one append each: the next
+/// appends queue behind them.
+async fn park_writers(db: &TestDb, store: &EventStore, gate: &str) -> Vec<Pending> {
+    let mut parked = Vec::new();
+    for stream in gates(gate) {
+        parked.push(spawn_append(
+            store,
+            &stream,
+            ExpectedVersion::Any,
+            vec![event(0)],
+        ));
+        let n = parked.len();
+        wait_until("a writer waits at the gate", || async {
+            waiting(db, "advisory").await.len() == n
+        })
+        .await;
+    }
     parked
 }
 
@@ -137,7 +163,7 @@ async fn one_group_answers_each_append_its_own_outcome() {
             .unwrap();
     }
     let gate = close_gate(&db, "gate-1").await;
-    let parked = park_writer(&db, &store, "gate-1").await;
+    let parked = park_writers(&db, &store, "gate-1").await;
 
     // when appends that succeed, conflict and chain on one stream queue
     // for one group, and one with bad input is made beside them,
@@ -178,8 +204,7 @@ async fn one_group_answers_each_append_its_own_outcome() {
             &json!({}),
         )
         .await;
-    open(gate, "gate-1").await;
-    parked.await.unwrap().unwrap();
+    open(gate, "gate-1", parked).await;
 
     // then each answers its own outcome,
     assert_eq!(new.await.unwrap().unwrap().version, 1);
@@ -224,7 +249,7 @@ async fn a_duplicate_event_id_in_a_group_fails_only_its_own_append() {
         .await
         .unwrap();
     let gate = close_gate(&db, "gate-2").await;
-    let parked = park_writer(&db, &store, "gate-2").await;
+    let parked = park_writers(&db, &store, "gate-2").await;
 
     let before = queue(&store, "acct-a", ExpectedVersion::NoStream, vec![event(1)]).await;
     let duplicate = queue(
@@ -235,8 +260,7 @@ async fn a_duplicate_event_id_in_a_group_fails_only_its_own_append() {
     )
     .await;
     let after = queue(&store, "acct-b", ExpectedVersion::NoStream, vec![event(1)]).await;
-    open(gate, "gate-2").await;
-    parked.await.unwrap().unwrap();
+    open(gate, "gate-2", parked).await;
 
     assert_eq!(before.await.unwrap().unwrap().version, 1);
     assert!(matches!(
@@ -268,7 +292,7 @@ async fn a_group_whose_connection_is_killed_acknowledges_nothing_and_writes_noth
     // that the group's insert waits for the holder after the group wrote
     // its streams' heads,
     let gate = close_gate(&db, "gate-3").await;
-    let parked = park_writer(&db, &store, "gate-3").await;
+    let parked = park_writers(&db, &store, "gate-3").await;
     let streams = ["acct-1", "acct-2", "acct-3", "acct-4"];
     let mut group = Vec::new();
     for stream in &streams[..3] {
@@ -283,8 +307,7 @@ async fn a_group_whose_connection_is_killed_acknowledges_nothing_and_writes_noth
         )
         .await,
     );
-    open(gate, "gate-3").await;
-    parked.await.unwrap().unwrap();
+    open(gate, "gate-3", parked).await;
     wait_until("the group waits for the holder", || async {
         !waiting(&db, "transactionid").await.is_empty()
     })
