@@ -144,25 +144,25 @@ impl Writer {
         // Kept while appends keep coming, returned to the pool when idle.
         let mut conn: Option<PoolConnection<Postgres>> = None;
         loop {
-            let Some(group) = self.form(&mut conn).await else {
+            let Some(group) = self.form().await else {
                 return;
             };
             self.write(&mut conn, group).await;
+            if self.queued.load(Ordering::Relaxed) == 0 {
+                // Idle: give the connection back before waiting, so a
+                // small pool is not held by writers with nothing to do.
+                conn = None;
+            }
         }
     }
 
     /// Waits for an append and takes every append waiting behind it, up to
     /// the bounds; `None` once the store is dropped.
-    async fn form(&self, conn: &mut Option<PoolConnection<Postgres>>) -> Option<Vec<Request>> {
+    async fn form(&self) -> Option<Vec<Request>> {
         let mut queue = self.queue.lock().await;
         let first = match queue.carry.take() {
             Some(request) => request,
-            None => {
-                if queue.rx.is_empty() {
-                    *conn = None;
-                }
-                queue.rx.recv().await?
-            }
+            None => queue.rx.recv().await?,
         };
         self.queued.fetch_sub(1, Ordering::Relaxed);
         let mut events = first.rows.len();
