@@ -287,10 +287,10 @@ impl Writer {
         });
         // The head cache is current now: later groups read it instead.
         self.release(group, id);
-        if let Err(error) = &answers {
-            if !matches!(error, sqlx::Error::Database(_)) {
-                *conn = None; // broken: never reuse it
-            }
+        if answers.is_err() {
+            // Possibly broken (a terminated backend answers with a database
+            // error before the socket closes): never reuse it.
+            *conn = None;
         }
         answers
     }
