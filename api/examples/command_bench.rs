@@ -1,5 +1,6 @@
-//! Commands over HTTP with real JWTs, beside the event store's raw append
-//! rate measured in the same run at the same concurrency.
+//! Commands over HTTP with real JWTs and in-process through
+//! `CommandHandler`, beside the event store's raw append rate measured in
+//! the same run at the same concurrency.
 //!
 //! ```text
 //! cargo run --release -p api --example command_bench [-- SECONDS]
@@ -15,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use api::auth::{mint_hs256, Authenticator, JwtConfig, Role};
 use api::{AppState, Application};
-
+use commands::{CommandContext, CommandHandler, OrderRequest, RequestedLine};
 use eventstore::{db, EventStore, ExpectedVersion, NewEvent};
 use serde_json::json;
 use sqlx::postgres::PgConnectOptions;
@@ -87,6 +88,7 @@ async fn main() -> anyhow::Result<()> {
         dev: false,
     };
     let state = AppState::new(store.clone(), Authenticator::from_config(&jwt)?);
+    let handler = state.commands.clone();
     let app = Application::with_state(state, "127.0.0.1:0".parse()?).await?;
     let base = format!("http://{}", app.local_addr()?);
     tokio::spawn(app.run_until_stopped());
@@ -149,6 +151,16 @@ async fn main() -> anyhow::Result<()> {
             s.other,
             s.ok_per_s / raw
         );
+        let s = in_process(&handler, clients, duration).await;
+        println!(
+            "| PlaceOrder in-process | {clients} | {:.0} | {:.1} | {:.2} | {:.2} | {} | {raw:.0} | {:.2}x |",
+            s.ok_per_s,
+            s.conflicts_per_s,
+            s.p50_ms,
+            s.p99_ms,
+            s.other,
+            s.ok_per_s / raw
+        );
     }
     let tokens: Vec<String> = (0..32).map(|_| operator.clone()).collect();
     let s = http_load(&client, &base, &tokens, duration, |_, _| {
@@ -163,6 +175,59 @@ async fn main() -> anyhow::Result<()> {
         s.ok_per_s, s.conflicts_per_s, s.p50_ms, s.p99_ms, s.other
     );
     Ok(())
+}
+
+/// PlaceOrder through `CommandHandler` directly (no HTTP, no JWT): each
+/// client places orders back to back until the time is up.
+async fn in_process(handler: &CommandHandler, clients: usize, duration: Duration) -> Summary {
+    let start = Instant::now();
+    let deadline = start + duration;
+    let tasks: Vec<_> = (0..clients)
+        .map(|c| {
+            let handler = handler.clone();
+            tokio::spawn(async move {
+                let mut tally = Tally::default();
+                let mut n = 0;
+                let customer = format!("customer-{c}");
+                while Instant::now() < deadline {
+                    let request = OrderRequest {
+                        order_id: uuid::Uuid::new_v4(),
+                        customer_id: customer.clone(),
+                        lines: vec![RequestedLine {
+                            sku: format!("SKU-{}", (c + n) % 10),
+                            quantity: 1 + (n % 3) as i64,
+                        }],
+                        shipping_address: domain::Address {
+                            name: "Bench".into(),
+                            line1: "1 Main St".into(),
+                            city: "Berlin".into(),
+                            postal_code: "10115".into(),
+                            country: "DE".into(),
+                        },
+                        payment_method: "tok_visa".into(),
+                    };
+                    n += 1;
+                    let context =
+                        CommandContext::new(customer.clone(), uuid::Uuid::new_v4().to_string());
+                    let t = Instant::now();
+                    match handler.place_order(request, context).await {
+                        Ok(_) => {
+                            tally.latencies.push(t.elapsed());
+                            tally.ok += 1;
+                        }
+                        Err(commands::CommandError::Contention { .. }) => tally.conflicts += 1,
+                        Err(_) => tally.other += 1,
+                    }
+                }
+                tally
+            })
+        })
+        .collect();
+    let mut tallies = Vec::new();
+    for t in tasks {
+        tallies.push(t.await.expect("client panicked"));
+    }
+    summarize(tallies, start.elapsed().as_secs_f64())
 }
 
 /// Each client posts back to back until the time is up.

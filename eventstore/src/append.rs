@@ -10,12 +10,13 @@ use crate::hash::{self, EventContent};
 use crate::model::{AppendResult, ExpectedVersion, NewEvent};
 use crate::{StoreError, MAX_EVENT_BYTES, MAX_STREAM_ID_LEN};
 
-/// Checks an append's input; nothing is written when this fails.
+/// Checks an append's input; nothing is written when this fails. Answers
+/// the size of the events' serialized data in bytes.
 pub(crate) fn validate(
     stream_id: &str,
     events: &[NewEvent],
     metadata: &Value,
-) -> Result<(), StoreError> {
+) -> Result<usize, StoreError> {
     validate_stream_id(stream_id)?;
     if events.is_empty() {
         return Err(StoreError::EmptyAppend);
@@ -29,6 +30,7 @@ pub(crate) fn validate(
             reason: "metadata contains a NUL character".into(),
         });
     }
+    let mut total = 0;
     for (index, event) in events.iter().enumerate() {
         if let Some(own) = &event.metadata {
             if !own.is_object() {
@@ -66,8 +68,9 @@ pub(crate) fn validate(
                 reason: "contains a NUL character, which Postgres cannot store".into(),
             });
         }
+        total += size;
     }
-    Ok(())
+    Ok(total)
 }
 
 /// A stream id is 1 to [`MAX_STREAM_ID_LEN`] bytes without control characters.
@@ -257,7 +260,7 @@ pub async fn lock_stream(conn: &mut PgConnection, stream_id: &str) -> Result<(),
     Ok(())
 }
 
-fn conflict(stream_id: &str, expected: ExpectedVersion, actual: u64) -> StoreError {
+pub(crate) fn conflict(stream_id: &str, expected: ExpectedVersion, actual: u64) -> StoreError {
     StoreError::WrongExpectedVersion {
         stream_id: stream_id.to_owned(),
         expected,
@@ -266,7 +269,11 @@ fn conflict(stream_id: &str, expected: ExpectedVersion, actual: u64) -> StoreErr
 }
 
 /// A unique violation on (stream id, version) is a lost race, as in postgres-es.
-fn map_unique_violation(err: StoreError, stream_id: &str, expected: ExpectedVersion) -> StoreError {
+pub(crate) fn map_unique_violation(
+    err: StoreError,
+    stream_id: &str,
+    expected: ExpectedVersion,
+) -> StoreError {
     if let StoreError::Database(sqlx::Error::Database(db)) = &err {
         match db.constraint() {
             Some("events_stream_id_version_key") => return conflict(stream_id, expected, 0),
@@ -278,17 +285,20 @@ fn map_unique_violation(err: StoreError, stream_id: &str, expected: ExpectedVers
 }
 
 /// The events of one append as column arrays, with their hashes chained onto a base head.
-struct Rows {
-    event_ids: Vec<Uuid>,
-    event_types: Vec<String>,
-    schema_versions: Vec<i32>,
-    data: Vec<Value>,
-    metadata: Vec<Value>,
-    hashes: Vec<Vec<u8>>,
+pub(crate) struct Rows {
+    pub event_ids: Vec<Uuid>,
+    pub event_types: Vec<String>,
+    pub schema_versions: Vec<i32>,
+    pub data: Vec<Value>,
+    pub metadata: Vec<Value>,
+    pub hashes: Vec<Vec<u8>>,
+    /// What the events were hashed onto.
+    pub base: StreamHead,
+    pub recorded_at: DateTime<Utc>,
 }
 
 impl Rows {
-    fn build(
+    pub(crate) fn build(
         stream_id: &str,
         base: StreamHead,
         events: &[NewEvent],
@@ -302,31 +312,57 @@ impl Rows {
             data: Vec::with_capacity(events.len()),
             metadata: Vec::with_capacity(events.len()),
             hashes: Vec::with_capacity(events.len()),
+            base,
+            recorded_at,
         };
-        let mut previous = base.hash;
-        for (offset, event) in events.iter().enumerate() {
-            let metadata = event.merged_metadata(metadata);
-            previous = hash::chain(
-                &previous,
-                &EventContent {
-                    stream_id,
-                    version: base.version + 1 + offset as u64,
-                    event_id: event.event_id,
-                    event_type: &event.event_type,
-                    schema_version: event.schema_version,
-                    data: &event.data,
-                    metadata: &metadata,
-                    recorded_at,
-                },
-            );
-            rows.metadata.push(metadata);
+        for event in events {
+            rows.metadata.push(event.merged_metadata(metadata));
             rows.event_ids.push(event.event_id);
             rows.event_types.push(event.event_type.clone());
             rows.schema_versions.push(event.schema_version as i32);
             rows.data.push(event.data.clone());
-            rows.hashes.push(previous.to_vec());
         }
+        rows.chain_onto(stream_id, base);
         rows
+    }
+
+    /// Hashes the events again, as if appended onto `base`.
+    pub(crate) fn chain_onto(&mut self, stream_id: &str, base: StreamHead) {
+        self.base = base;
+        self.hashes.clear();
+        let mut previous = base.hash;
+        for i in 0..self.event_ids.len() {
+            previous = hash::chain(
+                &previous,
+                &EventContent {
+                    stream_id,
+                    version: base.version + 1 + i as u64,
+                    event_id: self.event_ids[i],
+                    event_type: &self.event_types[i],
+                    schema_version: self.schema_versions[i] as u32,
+                    data: &self.data[i],
+                    metadata: &self.metadata[i],
+                    recorded_at: self.recorded_at,
+                },
+            );
+            self.hashes.push(previous.to_vec());
+        }
+    }
+
+    /// The head the stream has after these events, if `base` was its head.
+    pub(crate) fn head_after(&self) -> StreamHead {
+        let mut hash = self.base.hash;
+        if let Some(last) = self.hashes.last() {
+            hash.copy_from_slice(last);
+        }
+        StreamHead {
+            version: self.base.version + self.event_ids.len() as u64,
+            hash,
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.event_ids.len()
     }
 }
 

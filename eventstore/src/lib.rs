@@ -18,6 +18,7 @@ pub mod audit;
 pub mod checkpoint;
 pub mod db;
 mod error;
+mod group;
 mod hash;
 pub mod idempotency;
 pub mod kafka;
@@ -39,6 +40,7 @@ mod verify;
 pub use append::{append_in, lock_stream, stream_type, validate_stream_id};
 pub use checkpoint::{load_checkpoint, save_checkpoint};
 pub use error::StoreError;
+pub use group::{GROUP_PIPELINES, MAX_GROUP_BYTES, MAX_GROUP_EVENTS};
 pub use model::{
     AppendResult, Checkpoint, ExpectedVersion, NewEvent, ParseCheckpointError, RecordedEvent,
     Snapshot,

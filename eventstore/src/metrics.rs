@@ -65,7 +65,12 @@ pub struct StoreMetrics {
     appends: Family<OutcomeLabel, Counter>,
     append_seconds: Histogram,
     appended_events: Counter,
+    group_appends: Histogram,
+    group_events: Histogram,
 }
+
+/// Bucket bounds of the group-size histograms (appends or events per group).
+const GROUP_BUCKETS: [f64; 10] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 512.0, 2000.0];
 
 impl Default for StoreMetrics {
     fn default() -> Self {
@@ -78,6 +83,8 @@ impl Default for StoreMetrics {
             appends,
             append_seconds: latency_histogram(),
             appended_events: Counter::default(),
+            group_appends: Histogram::new(GROUP_BUCKETS),
+            group_events: Histogram::new(GROUP_BUCKETS),
         }
     }
 }
@@ -100,6 +107,22 @@ impl StoreMetrics {
             "Events appended to the event store",
             self.appended_events.clone(),
         );
+        registry.register(
+            "fulcrum_append_group_appends",
+            "Appends per group commit",
+            self.group_appends.clone(),
+        );
+        registry.register(
+            "fulcrum_append_group_events",
+            "Events per group commit",
+            self.group_events.clone(),
+        );
+    }
+
+    /// Records the size of a group about to be written.
+    pub(crate) fn group_formed(&self, appends: usize, events: usize) {
+        self.group_appends.observe(appends as f64);
+        self.group_events.observe(events as f64);
     }
 
     /// Counts one append that took `elapsed` and, when it succeeded, wrote

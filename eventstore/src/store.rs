@@ -7,7 +7,10 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use tokio::sync::watch;
 
-use crate::append::{append_in, attempt, lock_stream, now_micros, validate, Attempt, StreamHead};
+use crate::append::{
+    append_in, attempt, lock_stream, now_micros, validate, Attempt, Rows, StreamHead,
+};
+use crate::group::{GroupWriter, Heads};
 use crate::idempotency::{self, Claim};
 use crate::metrics::StoreMetrics;
 use crate::model::{AppendResult, ExpectedVersion, NewEvent, RecordedEvent};
@@ -32,8 +35,10 @@ pub struct EventStore {
     commits: Arc<watch::Sender<u64>>,
     /// The last head this process saw per stream: the guess that lets an
     /// append take a single round trip. A wrong guess costs one more.
-    heads: moka::sync::Cache<String, StreamHead>,
-    /// Appends by outcome, their latency, events appended.
+    heads: Heads,
+    /// Appends from this process, grouped into shared commits.
+    group: GroupWriter,
+    /// Appends by outcome, their latency, events appended, group sizes.
     metrics: StoreMetrics,
 }
 
@@ -44,17 +49,33 @@ impl EventStore {
     pub fn new(pool: PgPool) -> Self {
         let (commits, rx) = watch::channel(0u64);
         tokio::spawn(announce_commits(pool.clone(), rx));
+        let commits = Arc::new(commits);
+        let heads = moka::sync::Cache::new(HEAD_CACHE_CAPACITY);
+        let metrics = StoreMetrics::default();
+        let group = GroupWriter::start(
+            pool.clone(),
+            heads.clone(),
+            commits.clone(),
+            metrics.clone(),
+        );
         EventStore {
             pool,
-            commits: Arc::new(commits),
-            heads: moka::sync::Cache::new(HEAD_CACHE_CAPACITY),
-            metrics: StoreMetrics::default(),
+            commits,
+            heads,
+            group,
+            metrics,
         }
     }
 
     /// The appends' series (register them to expose them at `/metrics`).
     pub fn metrics(&self) -> &StoreMetrics {
         &self.metrics
+    }
+
+    /// Appends waiting for a group to form (taken by the writer once the
+    /// group before them committed).
+    pub fn queued_appends(&self) -> usize {
+        self.group.queued()
     }
 
     /// The underlying pool.
@@ -74,13 +95,17 @@ impl EventStore {
         self.commits.send_modify(|n| *n = n.wrapping_add(1));
     }
 
-    /// Appends `events` to `stream_id` in one transaction, checking
-    /// `expected` (see [`append_in`] for the guarantees).
+    /// Appends `events` to `stream_id`, checking `expected` (see
+    /// [`append_in`] for the guarantees).
     ///
-    /// Usually one round trip: the events are hashed onto the head this
-    /// process last saw and sent as one autocommit statement. When that
-    /// guess is stale, the append continues in a transaction that holds the
-    /// stream's lock, so it cannot miss twice.
+    /// Group commit: appends made at the same time in this process share
+    /// one statement, one transaction and one commit (see
+    /// `eventstore/src/group.rs`). Each keeps its own expected-version check
+    /// and its own answer, a conflict or a bad event in one never fails
+    /// another, and none answers before its group committed. The events
+    /// are hashed onto the head this process last saw; when that guess is
+    /// stale (another process appended), the append continues in a
+    /// transaction that holds the stream's lock, so it cannot miss twice.
     pub async fn append(
         &self,
         stream_id: &str,
@@ -104,33 +129,21 @@ impl EventStore {
         events: &[NewEvent],
         metadata: &Value,
     ) -> Result<AppendResult, StoreError> {
-        validate(stream_id, events, metadata)?;
+        let bytes = validate(stream_id, events, metadata)?;
         let recorded_at = now_micros();
         let guess = match expected {
             ExpectedVersion::NoStream | ExpectedVersion::Exact(0) => StreamHead::EMPTY,
             _ => self.heads.get(stream_id).unwrap_or(StreamHead::EMPTY),
         };
-        let mut conn = self.pool.acquire().await?;
-        let outcome = attempt(
-            &mut conn,
-            stream_id,
-            expected,
-            guess,
-            events,
-            metadata,
-            recorded_at,
-        )
-        .await;
-        let mut base = match outcome {
-            Ok(Attempt::Appended(result, head)) => {
-                return Ok(self.appended(stream_id, result, head))
-            }
+        let rows = Rows::build(stream_id, guess, events, metadata, recorded_at);
+        let mut base = match self.group.submit(stream_id, expected, rows, bytes).await {
+            Ok(Attempt::Appended(result, _)) => return Ok(result),
             Ok(Attempt::Stale(head)) => head,
-            Err(error) => {
-                self.heads.invalidate(stream_id);
-                return Err(error);
-            }
+            Err(error) => return Err(error),
         };
+        // The head moved under this process (another process appended):
+        // continue in a transaction that holds the stream's lock.
+        let mut conn = self.pool.acquire().await?;
         let mut tx = sqlx::Connection::begin(&mut *conn).await?;
         for _ in 0..2 {
             match attempt(
