@@ -19,9 +19,8 @@ use api::auth::Role;
 use eventstore::seal::SealKey;
 use eventstore::testing::{Broker, TestDb};
 use processes::{
-    eventually, free_port, order_body, orders_reach, projections_caught_up,
-    read_models_equal_a_clean_fold, stored_event_ids, token, Deployment, KafkaLog, Server,
-    UNSTOCKED,
+    eventually, free_port, kafka_copies, order_body, orders_reach, projections_caught_up,
+    read_models_equal_a_clean_fold, stored_event_ids, token, Deployment, Server, UNSTOCKED,
 };
 use serde_json::{json, Value};
 
@@ -260,15 +259,13 @@ async fn a_server_killed_under_load_keeps_every_answered_write_once_and_answers_
 
     // Kafka holds every stored event at least once.
     let stored = stored_event_ids(&db.pool).await;
-    let (brokers, prefix) = (deployment.brokers.clone(), deployment.prefix.clone());
-    let (messages, duplicates) = tokio::task::spawn_blocking(move || {
-        let mut log = KafkaLog::open(&brokers, &prefix);
-        log.read_until_all(&stored, Duration::from_secs(60));
-        let duplicates = log.copies.values().filter(|n| **n > 1).count();
-        (log.messages(), duplicates)
-    })
-    .await
-    .unwrap();
+    let (messages, duplicates) = kafka_copies(
+        &deployment.brokers,
+        &deployment.prefix,
+        stored,
+        Duration::from_secs(60),
+    )
+    .await;
     restarted.stop().await;
 
     println!(

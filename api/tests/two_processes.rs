@@ -18,7 +18,7 @@ use api::auth::Role;
 use eventstore::seal::SealKey;
 use eventstore::testing::{Broker, TestDb};
 use processes::{
-    eventually, free_port, order_body, orders_reach, projections_caught_up,
+    eventually, free_port, kafka_copies, order_body, orders_reach, projections_caught_up,
     read_models_equal_a_clean_fold, stored_event_ids, token, Deployment, KafkaLog, Server,
     UNSTOCKED,
 };
@@ -257,15 +257,13 @@ async fn when_the_relay_holder_is_killed_the_other_process_takes_over() {
     read_models_equal_a_clean_fold(&db.pool).await;
 
     let stored = stored_event_ids(&db.pool).await;
-    let (brokers, prefix) = (deployment.brokers.clone(), deployment.prefix.clone());
-    let (messages, duplicates) = tokio::task::spawn_blocking(move || {
-        let mut log = KafkaLog::open(&brokers, &prefix);
-        log.read_until_all(&stored, Duration::from_secs(60));
-        let duplicates = log.copies.values().filter(|n| **n > 1).count();
-        (log.messages(), duplicates)
-    })
-    .await
-    .unwrap();
+    let (messages, duplicates) = kafka_copies(
+        &deployment.brokers,
+        &deployment.prefix,
+        stored,
+        Duration::from_secs(60),
+    )
+    .await;
     standby.stop().await;
     println!(
         "FIGURES relay failover: the standby held the relay's lock {} ms after SIGKILL of the holder, \

@@ -218,15 +218,7 @@ pub(crate) async fn attempt(
     .await
     .map_err(|e| map_unique_violation(e.into(), stream_id, expected))?;
     let outcome: String = row.try_get("outcome")?;
-    let head = StreamHead {
-        version: to_u64(row.try_get("head_version")?)?,
-        hash: row
-            .try_get::<Vec<u8>, _>("head_hash")?
-            .try_into()
-            .map_err(|_| {
-                StoreError::Corrupt(format!("stream {stream_id}: hash is not 32 bytes"))
-            })?,
-    };
+    let head = head_of(&row, stream_id)?;
     match outcome.as_str() {
         "ok" => Ok(Attempt::Appended(
             AppendResult {
@@ -371,6 +363,23 @@ impl Rows {
 pub(crate) fn now_micros() -> DateTime<Utc> {
     let now = Utc::now();
     DateTime::from_timestamp_micros(now.timestamp_micros()).unwrap_or(now)
+}
+
+/// The stream head an append function answered in its `head_version` and
+/// `head_hash` columns (`fulcrum_append` and `fulcrum_append_group` alike).
+pub(crate) fn head_of(
+    row: &sqlx::postgres::PgRow,
+    stream_id: &str,
+) -> Result<StreamHead, StoreError> {
+    Ok(StreamHead {
+        version: to_u64(row.try_get("head_version")?)?,
+        hash: row
+            .try_get::<Vec<u8>, _>("head_hash")?
+            .try_into()
+            .map_err(|_| {
+                StoreError::Corrupt(format!("stream {stream_id}: hash is not 32 bytes"))
+            })?,
+    })
 }
 
 pub(crate) fn to_u64(v: i64) -> Result<u64, StoreError> {

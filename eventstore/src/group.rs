@@ -25,7 +25,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use uuid::Uuid;
 
 use crate::append::{
-    conflict, map_unique_violation, stream_type, to_i64, to_u64, Attempt, Rows, StreamHead,
+    conflict, head_of, map_unique_violation, stream_type, to_i64, Attempt, Rows, StreamHead,
 };
 use crate::metrics::StoreMetrics;
 use crate::model::{AppendResult, ExpectedVersion};
@@ -447,15 +447,7 @@ impl Writer {
     ) -> Result<Attempt, StoreError> {
         let stream_id = &request.stream_id;
         let outcome: String = row.try_get("outcome")?;
-        let head = StreamHead {
-            version: to_u64(row.try_get("head_version")?)?,
-            hash: row
-                .try_get::<Vec<u8>, _>("head_hash")?
-                .try_into()
-                .map_err(|_| {
-                    StoreError::Corrupt(format!("stream {stream_id}: hash is not 32 bytes"))
-                })?,
-        };
+        let head = head_of(row, stream_id)?;
         match outcome.as_str() {
             "ok" => {
                 self.heads.insert(stream_id.clone(), head);

@@ -402,6 +402,26 @@ async fn dump(pool: &PgPool, projection: Projection, schema: &str) -> Value {
 
 /// Asserts that every live read model equals a clean fold of the whole
 /// store into a fresh schema.
+/// Reads the deployment's topics until every event of `stored` is there
+/// (at most `limit`); answers the messages read and how many events were
+/// there more than once.
+pub async fn kafka_copies(
+    brokers: &str,
+    prefix: &str,
+    stored: HashSet<String>,
+    limit: Duration,
+) -> (usize, usize) {
+    let (brokers, prefix) = (brokers.to_owned(), prefix.to_owned());
+    tokio::task::spawn_blocking(move || {
+        let mut log = KafkaLog::open(&brokers, &prefix);
+        log.read_until_all(&stored, limit);
+        let duplicates = log.copies.values().filter(|n| **n > 1).count();
+        (log.messages(), duplicates)
+    })
+    .await
+    .unwrap()
+}
+
 pub async fn read_models_equal_a_clean_fold(pool: &PgPool) {
     let store = eventstore::EventStore::new(pool.clone());
     for projection in Projection::ALL {
