@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use eventstore::{Checkpoint, EventStore};
 use sqlx::{Connection, PgConnection};
+use tokio::sync::watch;
 
 use crate::status::{self, OnError, Status};
 use crate::{build_skipping, catch_up_skipping, schema, Projection, ProjectionError, Skipped};
@@ -120,6 +121,7 @@ impl Rebuild {
             other => other,
         };
         status::set_status(&mut lock, projection, Status::Rebuilding, None).await?;
+        status::rebuild_started(&mut lock, projection).await?;
         Ok(Rebuild {
             store: store.clone(),
             projection,
@@ -162,12 +164,37 @@ impl Rebuild {
         mut progress: impl FnMut(Progress) + Send,
     ) -> Result<RebuildReport, RebuildError> {
         let started = Instant::now();
-        let outcome = self.replay(started, &mut progress).await;
         let projection = self.projection;
+        // The progress is recorded in `projection_status` for every
+        // process's admin API, at most every `PROGRESS_EVERY`.
+        let (latest, watched) = watch::channel(None);
+        let recorder = tokio::spawn(record_progress(
+            self.store.pool().clone(),
+            projection,
+            watched,
+        ));
+        let mut report_progress = |p: Progress| {
+            latest.send_replace(Some(p));
+            progress(p);
+        };
+        let outcome = self.replay(started, &mut report_progress).await;
+        drop(latest);
+        let _ = recorder.await;
         let finished = match outcome {
             Ok(report) => {
-                let done =
-                    status::set_status(&mut self.lock, projection, Status::Running, None).await;
+                let recorded = status::rebuild_finished(
+                    &mut self.lock,
+                    projection,
+                    Some((report.events, report.checkpoint.position)),
+                    None,
+                )
+                .await;
+                let done = match recorded {
+                    Ok(()) => {
+                        status::set_status(&mut self.lock, projection, Status::Running, None).await
+                    }
+                    Err(error) => Err(error),
+                };
                 tracing::info!(%projection, events = report.events, elapsed = ?report.elapsed, "rebuild swapped in");
                 done.map(|()| report).map_err(RebuildError::from)
             }
@@ -180,6 +207,8 @@ impl Rebuild {
                 ))
                 .execute(&mut self.lock)
                 .await;
+                let _ = status::rebuild_finished(&mut self.lock, projection, None, Some(&message))
+                    .await;
                 let restored =
                     status::set_status(&mut self.lock, projection, self.previous, Some(&message))
                         .await;
@@ -272,6 +301,30 @@ impl Rebuild {
             checkpoint,
             elapsed: started.elapsed(),
         })
+    }
+}
+
+/// How often a rebuild's progress is written to `projection_status`.
+const PROGRESS_EVERY: Duration = Duration::from_millis(250);
+
+/// Writes the latest progress `watched` until the rebuild drops its sender.
+/// A failed write is logged and skipped: progress is for people watching,
+/// and the rebuild's outcome does not depend on it.
+async fn record_progress(
+    pool: sqlx::PgPool,
+    projection: Projection,
+    mut watched: watch::Receiver<Option<Progress>>,
+) {
+    while watched.changed().await.is_ok() {
+        let latest = *watched.borrow_and_update();
+        if let Some(p) = latest {
+            if let Err(error) =
+                status::rebuild_progressed(&pool, projection, p.events, p.position, p.head).await
+            {
+                tracing::warn!(%projection, %error, "could not record the rebuild's progress");
+            }
+        }
+        tokio::time::sleep(PROGRESS_EVERY).await;
     }
 }
 

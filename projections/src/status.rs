@@ -4,6 +4,7 @@
 use std::fmt;
 use std::str::FromStr;
 
+use chrono::{DateTime, Utc};
 use eventstore::RecordedEvent;
 use serde::Serialize;
 use sqlx::{PgConnection, PgPool, Row};
@@ -84,7 +85,7 @@ impl fmt::Display for Status {
 }
 
 /// One line of `GET /api/v1/admin/projections`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct ProjectionInfo {
     /// The projection's name.
     pub name: String,
@@ -101,6 +102,31 @@ pub struct ProjectionInfo {
     pub dead_letters: i64,
     /// The last such error, if any.
     pub last_error: Option<String>,
+    /// The running rebuild's progress, or the last rebuild's figures; `None`
+    /// if the projection was never rebuilt.
+    pub rebuild: Option<RebuildInfo>,
+}
+
+/// A rebuild's progress, as the process running it last recorded it (about
+/// every quarter second), or a finished rebuild's figures.
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
+pub struct RebuildInfo {
+    /// When it started.
+    pub started_at: DateTime<Utc>,
+    /// When it swapped the fresh tables in (or failed); `None` while it runs.
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Events replayed so far.
+    pub events: i64,
+    /// Global position of the last event replayed.
+    pub position: i64,
+    /// The store's head when it started: the bulk phase's target.
+    pub head: Option<i64>,
+    /// Events replayed per second, from start to the last record.
+    pub events_per_second: f64,
+    /// Seconds left at that rate, while running and once the rate is known.
+    pub eta_seconds: Option<f64>,
+    /// Why it failed, if it did (the live tables stayed).
+    pub error: Option<String>,
 }
 
 /// The stored status of `projection`.
@@ -241,6 +267,9 @@ pub async fn list(pool: &PgPool) -> Result<Vec<ProjectionInfo>, ProjectionError>
             .collect();
         let row = sqlx::query(&format!(
             "SELECT st.status, st.dead_letters, st.last_error,
+                    st.rebuild_started_at, st.rebuild_finished_at, st.rebuild_events,
+                    st.rebuild_position, st.rebuild_head, st.rebuild_updated_at,
+                    st.rebuild_error,
                     (SELECT COALESCE(max(global_position), 0) FROM {q}.stream_positions) AS position,
                     (SELECT COALESCE(sum(s.version - COALESCE(p.version, 0)), 0)::bigint
                        FROM streams s LEFT JOIN {q}.stream_positions p USING (stream_id)
@@ -260,9 +289,120 @@ pub async fn list(pool: &PgPool) -> Result<Vec<ProjectionInfo>, ProjectionError>
             status: Status::parse(&status)?,
             dead_letters: row.try_get("dead_letters")?,
             last_error: row.try_get("last_error")?,
+            rebuild: rebuild_info(&row)?,
         });
     }
     Ok(items)
+}
+
+/// The `rebuild` of a [`list`] row.
+fn rebuild_info(row: &sqlx::postgres::PgRow) -> Result<Option<RebuildInfo>, sqlx::Error> {
+    let Some(started_at) = row.try_get::<Option<DateTime<Utc>>, _>("rebuild_started_at")? else {
+        return Ok(None);
+    };
+    let finished_at: Option<DateTime<Utc>> = row.try_get("rebuild_finished_at")?;
+    let updated_at: Option<DateTime<Utc>> = row.try_get("rebuild_updated_at")?;
+    let events: i64 = row
+        .try_get::<Option<i64>, _>("rebuild_events")?
+        .unwrap_or(0);
+    let position: i64 = row
+        .try_get::<Option<i64>, _>("rebuild_position")?
+        .unwrap_or(0);
+    let head: Option<i64> = row.try_get("rebuild_head")?;
+    let seconds = updated_at
+        .map(|at| (at - started_at).num_milliseconds() as f64 / 1000.0)
+        .unwrap_or(0.0);
+    let events_per_second = if seconds > 0.0 {
+        events as f64 / seconds
+    } else {
+        0.0
+    };
+    // Positions left over the rate at which positions went by.
+    let eta_seconds = match (finished_at, head) {
+        (None, Some(head)) if position > 0 && seconds > 0.0 => {
+            Some((head - position).max(0) as f64 * seconds / position as f64)
+        }
+        _ => None,
+    };
+    Ok(Some(RebuildInfo {
+        started_at,
+        finished_at,
+        events,
+        position,
+        head,
+        events_per_second,
+        eta_seconds,
+        error: row.try_get("rebuild_error")?,
+    }))
+}
+
+/// Records that a rebuild of `projection` starts now (its figures reset).
+pub(crate) async fn rebuild_started(
+    conn: &mut PgConnection,
+    projection: Projection,
+) -> Result<(), ProjectionError> {
+    sqlx::query(
+        "UPDATE projection_status
+            SET rebuild_started_at = now(), rebuild_updated_at = now(),
+                rebuild_finished_at = NULL, rebuild_events = 0, rebuild_position = 0,
+                rebuild_head = NULL, rebuild_error = NULL
+          WHERE name = $1",
+    )
+    .bind(projection.name())
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Records a running rebuild's progress.
+pub(crate) async fn rebuild_progressed(
+    pool: &PgPool,
+    projection: Projection,
+    events: u64,
+    position: i64,
+    head: i64,
+) -> Result<(), ProjectionError> {
+    sqlx::query(
+        "UPDATE projection_status
+            SET rebuild_events = $2, rebuild_position = $3, rebuild_head = $4,
+                rebuild_updated_at = now()
+          WHERE name = $1 AND rebuild_finished_at IS NULL",
+    )
+    .bind(projection.name())
+    .bind(i64::try_from(events).unwrap_or(i64::MAX))
+    .bind(position)
+    .bind(head)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Records that the rebuild ended: swapped in with its last figures, or
+/// failed with `error`.
+pub(crate) async fn rebuild_finished(
+    conn: &mut PgConnection,
+    projection: Projection,
+    events: Option<(u64, i64)>,
+    error: Option<&str>,
+) -> Result<(), ProjectionError> {
+    let (events, position) = events.map_or((None, None), |(n, position)| {
+        (Some(i64::try_from(n).unwrap_or(i64::MAX)), Some(position))
+    });
+    sqlx::query(
+        "UPDATE projection_status
+            SET rebuild_finished_at = now(), rebuild_updated_at = now(),
+                rebuild_events = COALESCE($2, rebuild_events),
+                rebuild_position = COALESCE($3, rebuild_position),
+                rebuild_error = $4
+          WHERE name = $1",
+    )
+    .bind(projection.name())
+    .bind(events)
+    .bind(position)
+    .bind(error)
+    .execute(conn)
+    .await?;
+    Ok(())
 }
 
 /// The advisory-lock key of `projection`'s live tables. Projectors take it

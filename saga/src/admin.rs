@@ -1,6 +1,8 @@
 //! What operators see of sagas and what they may do: the list by status,
 //! one saga's step history, retry (a stuck saga) and abort.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 use domain::saga::{SagaCommand, StepKind, StepStatus};
 use domain::SagaStatus;
@@ -36,6 +38,9 @@ pub struct SagaPage {
     pub items: Vec<SagaSummary>,
     /// Pass as `cursor=` for the next page; `None` on the last.
     pub next_cursor: Option<String>,
+    /// How many sagas have each status, over all sagas (not only this page;
+    /// statuses no saga has are absent).
+    pub counts: BTreeMap<String, i64>,
 }
 
 /// A position in the list: the last item's start time and order id.
@@ -104,7 +109,18 @@ pub async fn list(
         }
         .render()
     });
-    Ok(SagaPage { items, next_cursor })
+    let counts = sqlx::query_as::<_, (String, i64)>(
+        "SELECT status, count(*) FROM saga_instances GROUP BY status",
+    )
+    .fetch_all(pool)
+    .await?
+    .into_iter()
+    .collect();
+    Ok(SagaPage {
+        items,
+        next_cursor,
+        counts,
+    })
 }
 
 /// One step of a saga's history.

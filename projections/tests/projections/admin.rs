@@ -17,6 +17,7 @@ fn line(name: &str, position: i64, head: i64, lag: i64) -> ProjectionInfo {
         status: Status::Running,
         dead_letters: 0,
         last_error: None,
+        rebuild: None,
     }
 }
 
