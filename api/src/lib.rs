@@ -4,6 +4,7 @@
 pub mod audit_cli;
 pub mod auth;
 pub mod config;
+pub mod console;
 pub mod error;
 pub mod extract;
 pub mod metrics;

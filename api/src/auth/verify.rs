@@ -2,6 +2,7 @@
 
 use std::collections::HashSet;
 use std::fmt;
+use std::time::Duration;
 
 use jsonwebtoken::errors::{Error as JwtError, ErrorKind};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
@@ -66,6 +67,9 @@ pub enum AuthError {
     Mint(String),
 }
 
+/// How long a development sign-in's token lives.
+pub const DEV_TOKEN_TTL: Duration = Duration::from_secs(8 * 3600);
+
 /// Verifies bearer tokens against one pinned algorithm (HS256 or RS256, never
 /// both): signature, `exp` and `nbf` (with [`CLOCK_LEEWAY_SECS`] of leeway),
 /// `iss`, `aud`, and a known `role`. `alg: none` and HS/RS confusion are
@@ -75,6 +79,9 @@ pub struct Authenticator {
     validation: Validation,
     algorithm: &'static str,
     dev: bool,
+    /// `JWT_ISSUER` and `JWT_AUDIENCE`, for development tokens.
+    issuer: String,
+    audience: String,
     /// `JWT_MAX_TTL` in seconds.
     max_ttl_secs: i64,
     /// Requests per second per subject (off unless
@@ -121,6 +128,8 @@ impl Authenticator {
             validation,
             algorithm,
             dev,
+            issuer: config.jwt_issuer.clone(),
+            audience: config.jwt_audience.clone(),
             max_ttl_secs: i64::try_from(config.jwt_max_ttl.as_secs()).unwrap_or(i64::MAX),
             subjects: crate::ratelimit::Limit::per_second(0),
         })
@@ -158,6 +167,23 @@ impl Authenticator {
     /// True when running on the built-in development secret.
     pub fn is_dev(&self) -> bool {
         self.dev
+    }
+
+    /// Under `--dev` only, a token for `sub` with `role` signed with the
+    /// development secret, valid for [`DEV_TOKEN_TTL`] (or `JWT_MAX_TTL` if
+    /// shorter): the console's development sign-in. `None` otherwise.
+    pub fn mint_dev(&self, sub: &str, role: Role) -> Option<Result<String, AuthError>> {
+        let max = Duration::from_secs(u64::try_from(self.max_ttl_secs).unwrap_or(0));
+        self.dev.then(|| {
+            super::mint_hs256(
+                super::DEV_SECRET.as_bytes(),
+                sub,
+                role,
+                DEV_TOKEN_TTL.min(max),
+                &self.issuer,
+                &self.audience,
+            )
+        })
     }
 
     fn classify(&self, token: &str, error: &JwtError) -> AuthError {

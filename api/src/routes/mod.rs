@@ -35,13 +35,14 @@ const ADMIN: &[Role] = &[Role::Admin];
 const CUSTOMER: &[Role] = &[Role::Customer];
 
 /// Every route of the server: the contract's, `/openapi.json`, `/docs`,
-/// `/schemas/...` and `/metrics`.
+/// `/schemas/...`, `/metrics` and the console (`/console`).
 pub fn router(state: AppState) -> Router {
     let mut api = crate::openapi::base();
     let documented = contract().finish_api(&mut api);
     documented
         .merge(Contract::new().routes())
         .route("/metrics", get(crate::metrics::metrics))
+        .merge(crate::console::routes())
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             crate::metrics::track,
