@@ -9,6 +9,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/ensure-postgres.sh
+# The console tests drive a real browser (Debian chromium + chromedriver).
+scripts/ensure-browser.sh
 # The relay tests start private brokers of their own, so Tansu is installed
 # even when KAFKA_BROKERS names another broker.
 scripts/kafka.sh install >/dev/null

@@ -2,6 +2,7 @@
 //! port over a fresh database, tokens, and requests.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod browser;
 pub mod system;
 
 use api::auth::{mint_hs256, Authenticator, JwtConfig, Role};
