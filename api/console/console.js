@@ -41,12 +41,25 @@ function svg(tag, attrs = {}) {
   return el;
 }
 
+/** Replaces an element's children (same rules as append). */
+function fill(el, ...children) {
+  el.replaceChildren();
+  return append(el, ...children);
+}
+
 const main = () => document.getElementById("main");
 
+/** Local time, `HH:MM:SS` for today and `YYYY-MM-DD HH:MM:SS` otherwise. */
 function fmtTime(iso) {
   if (!iso) return "—";
   const d = new Date(iso);
-  return Number.isNaN(d.getTime()) ? iso : d.toLocaleString(undefined, { hour12: false });
+  if (Number.isNaN(d.getTime())) return iso;
+  const pad = (n) => String(n).padStart(2, "0");
+  const day = `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}`;
+  const time = `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
+  const today = new Date();
+  const isToday = d.toDateString() === today.toDateString();
+  return isToday ? time : `${day} ${time}`;
 }
 
 function fmtNum(n, digits = 0) {
@@ -161,7 +174,7 @@ function confirmAction({ title, text, action, extra, run }) {
   document.getElementById("confirm-title").textContent = title;
   document.getElementById("confirm-text").textContent = text;
   const extraBox = document.getElementById("confirm-extra");
-  extraBox.replaceChildren(...(extra ? [extra] : []));
+  fill(extraBox, ...(extra ? [extra] : []));
   const errorBox = document.getElementById("confirm-error");
   errorBox.textContent = "";
   const ok = document.getElementById("confirm-ok");
@@ -323,7 +336,7 @@ views.overview = (view) => {
       push(history.relayLag, relayEvents);
       const deadLetters = projections.items.reduce((a, p) => a + p.dead_letters, 0);
       const counts = sagas.counts || {};
-      cards.replaceChildren(
+      fill(cards,
         card("m-commands", "Commands/s", fmtNum(rate, 1), sparkline(history.commands, { label: "commands per second" })),
         card("m-command-latency", "Command latency", `p50 ${fmtSeconds(commandP50)} · p99 ${fmtSeconds(commandP99)}`,
           sparkline(history.commandP99, { label: "command p99 latency" })),
@@ -335,19 +348,19 @@ views.overview = (view) => {
         card("m-stuck", "Stuck sagas", fmtNum(counts.stuck || 0), null,
           counts.stuck ? h("a", { href: "#/sagas?status=stuck" }, "see stuck sagas") : "none"),
       );
-      projBox.replaceChildren(table(["Projection", "Status", "Position", "Lag", "Dead letters"],
+      fill(projBox, table(["Projection", "Status", "Position", "Lag", "Dead letters"],
         projections.items.map((p) => h("tr", {},
           h("td", {}, h("a", { href: `#/projections/${p.name}` }, p.name)), h("td", {}, badge(p.status)),
           h("td", { class: "num" }, fmtNum(p.position)), h("td", { class: "num" }, fmtNum(p.lag)),
           h("td", { class: "num" }, fmtNum(p.dead_letters))))));
       const most = Math.max(1, ...SAGA_STATUSES.map((s) => counts[s] || 0));
-      sagaBox.replaceChildren(h("ul", { class: "bars", id: "saga-counts" }, SAGA_STATUSES.map((s) => {
+      fill(sagaBox, h("ul", { class: "bars", id: "saga-counts" }, SAGA_STATUSES.map((s) => {
         const bar = h("span", { class: `bar s-${s}` });
         bar.style.width = `${((counts[s] || 0) / most) * 100}%`;
         return h("li", {}, h("a", { href: `#/sagas?status=${s}` }, s), bar, h("span", { class: "num" }, fmtNum(counts[s] || 0)));
       })));
     } catch (error) {
-      cards.replaceChildren(problemBox(error));
+      fill(cards, problemBox(error));
     }
   }, view);
 };
@@ -377,10 +390,10 @@ views.sagas = (view, params) => {
       const page = await get(`/api/v1/admin/sagas?${q}`);
       const counts = page.counts || {};
       const total = Object.values(counts).reduce((a, n) => a + n, 0);
-      filters.replaceChildren(
+      fill(filters,
         h("a", { href: "#/sagas", class: status ? "chip" : "chip on", "aria-current": status ? null : "true" }, `all ${total}`),
         SAGA_STATUSES.map((s) => h("a", { href: `#/sagas?status=${s}`, class: status === s ? "chip on" : "chip", "aria-current": status === s ? "true" : null }, `${s} ${counts[s] || 0}`)));
-      list.replaceChildren(
+      fill(list,
         page.items.length === 0 ? h("p", { class: "hint" }, "No sagas here.") :
           table(["Order", "Status", "Step", "Last error", "Started", "Updated"], page.items.map((s) => h("tr", {},
             h("td", {}, h("a", { href: `#/sagas/${s.order_id}`, class: "mono" }, s.order_id)), h("td", {}, badge(s.status)),
@@ -388,7 +401,7 @@ views.sagas = (view, params) => {
             h("td", {}, fmtTime(s.started_at)), h("td", {}, fmtTime(s.updated_at))))),
         page.next_cursor ? h("p", {}, h("a", { href: `#/sagas?${new URLSearchParams({ ...(status ? { status } : {}), cursor: page.next_cursor })}` }, "Next page →")) : null);
     } catch (error) {
-      list.replaceChildren(problemBox(error));
+      fill(list, problemBox(error));
     }
   };
   every(POLL_MS * 2, load, view);
@@ -399,7 +412,7 @@ views.saga = (view, params, orderId) => {
   const steps = h("section", { class: "panel" }, h("h2", {}, "Saga timeline"), h("p", { class: "hint" }, "Loading…"));
   const order = h("section", { class: "panel" }, h("h2", {}, "The order's events"), h("p", { class: "hint" }, "Loading…"));
   const outcome = h("p", { id: "saga-outcome", role: "status" });
-  append(main(), h("p", {}, h("a", { href: "#/sagas" }, "← Sagas")), h("h1", {}, "Saga ", h("span", { class: "mono" }, orderId)), head, outcome, h("div", { class: "two" }, steps, order));
+  append(main(), h("p", {}, h("a", { href: "#/sagas" }, "← Sagas")), h("h1", {}, "Saga ", h("span", { class: "mono" }, orderId)), head, outcome, h("div", { class: "two wide-first" }, steps, order));
 
   const act = (kind) => async () => {
     const reason = h("textarea", { id: "abort-reason", name: "reason", required: true, rows: 3, maxlength: 500 });
@@ -422,32 +435,33 @@ views.saga = (view, params, orderId) => {
       const actions = [];
       if (isAdmin() && saga.status === "stuck") actions.push(h("button", { type: "button", id: "saga-retry", onclick: act("retry") }, "Retry failing step"));
       if (isAdmin() && !finished) actions.push(h("button", { type: "button", id: "saga-abort", class: "danger", onclick: act("abort") }, "Abort…"));
-      head.replaceChildren(h("dl", { class: "facts" },
+      fill(head, h("dl", { class: "facts" },
         h("dt", {}, "Status"), h("dd", { id: "saga-status" }, badge(saga.status)),
         saga.reason ? [h("dt", {}, "Cancel reason"), h("dd", {}, saga.reason)] : null,
         saga.aborted_by ? [h("dt", {}, "Aborted by"), h("dd", { id: "saga-aborted-by" }, saga.aborted_by)] : null,
         saga.abort_reason ? [h("dt", {}, "Abort reason"), h("dd", { id: "saga-abort-reason" }, saga.abort_reason)] : null,
         h("dt", {}, "Streams"), h("dd", {}, streamLink(`saga-${orderId}`), " · ", streamLink(`order-${orderId}`), " · ", streamLink(`payment-${orderId}`))),
       actions.length ? h("div", { class: "actions" }, actions) : (!isAdmin() && !finished ? h("p", { class: "hint" }, "Retry and abort need the admin role.") : null));
-      steps.replaceChildren(h("h2", {}, "Saga timeline"),
+      fill(steps, h("h2", {}, "Saga timeline"),
         table(["Step", "Kind", "Status", "Attempts", "Error", "At", "Deadline"], saga.steps.map((s) => h("tr", { class: `kind-${s.kind}` },
           h("td", {}, s.name, s.sku ? h("span", { class: "hint" }, ` ${s.sku}`) : null), h("td", {}, s.kind), h("td", {}, badge(s.status)),
-          h("td", { class: "num" }, s.attempts), h("td", { class: "error-text" }, s.error || ""), h("td", {}, fmtTime(s.at)), h("td", {}, fmtTime(s.deadline))))),
+          h("td", { class: "num" }, s.attempts), h("td", { class: "error-text" }, s.error || ""),
+          h("td", { class: "time", title: s.at || "" }, fmtTime(s.at)), h("td", { class: "time", title: s.deadline || "" }, fmtTime(s.deadline))))),
         h("h3", {}, "History"),
         h("ol", { class: "timeline", id: "saga-history" }, saga.history.map((e) => h("li", { class: e.user_id && e.user_id !== "saga" ? "operator" : "" },
           h("time", {}, fmtTime(e.recorded_at)), " ", h("strong", {}, e.event_type), e.user_id && e.user_id !== "saga" ? h("span", { class: "who-tag" }, ` by ${e.user_id}`) : null,
           h("details", {}, h("summary", {}, "data"), json(e.data))))));
     } catch (error) {
-      head.replaceChildren(problemBox(error));
+      fill(head, problemBox(error));
       return;
     }
     try {
       const events = await get(`/api/v1/audit/streams/${encodeURIComponent(`order-${orderId}`)}/events`);
-      order.replaceChildren(h("h2", {}, "The order's events"), h("ol", { class: "timeline", id: "order-events" }, events.events.map((e) => h("li", {},
+      fill(order, h("h2", {}, "The order's events"), h("ol", { class: "timeline", id: "order-events" }, events.events.map((e) => h("li", {},
         h("time", {}, fmtTime(e.recorded_at)), " ", h("strong", {}, e.event_type), h("span", { class: "hint" }, ` v${e.version} · #${e.global_position}`),
         h("details", {}, h("summary", {}, "data"), json(e.data))))));
     } catch (error) {
-      order.replaceChildren(h("h2", {}, "The order's events"), problemBox(error));
+      fill(order, h("h2", {}, "The order's events"), problemBox(error));
     }
   };
   every(POLL_MS * 2, load, view);
@@ -483,7 +497,7 @@ views.projections = (view) => {
   const load = async () => {
     try {
       const list = await get("/api/v1/admin/projections");
-      box.replaceChildren(table(["Projection", "Status", "Position", "Head", "Lag", "Dead letters", "Rebuild", ""],
+      fill(box, table(["Projection", "Status", "Position", "Head", "Lag", "Dead letters", "Rebuild", ""],
         list.items.map((p) => h("tr", { id: `projection-${p.name}` },
           h("td", {}, h("a", { href: `#/projections/${p.name}` }, p.name)), h("td", { class: "status" }, badge(p.status)),
           h("td", { class: "num" }, fmtNum(p.position)), h("td", { class: "num" }, fmtNum(p.head)), h("td", { class: "num" }, fmtNum(p.lag)),
@@ -492,7 +506,7 @@ views.projections = (view) => {
           h("td", {}, isAdmin() ? h("button", { type: "button", class: "rebuild-button", disabled: p.status === "rebuilding", onclick: rebuild(p.name) }, "Rebuild…") : null)))),
       isAdmin() ? null : h("p", { class: "hint" }, "Rebuilds need the admin role."));
     } catch (error) {
-      box.replaceChildren(problemBox(error));
+      fill(box, problemBox(error));
     }
   };
   every(1000, load, view);
@@ -569,13 +583,13 @@ views.audit = (view, params) => {
       const page = await get(`/api/v1/audit/events?${q}`);
       const next = new URLSearchParams(params);
       if (page.next_cursor) next.set("after", page.next_cursor);
-      results.replaceChildren(
+      fill(results,
         h("p", { class: "hint" }, `${page.items.length} events${params.get("after") ? " after the cursor" : ""}, in global order.`),
         table(EVENT_HEAD, page.items.map(eventRow)),
         h("p", {}, params.get("after") ? h("a", { href: "#/audit?" + (() => { const p = new URLSearchParams(params); p.delete("after"); return p; })() }, "← First page") : null,
           " ", page.next_cursor ? h("a", { href: `#/audit?${next}`, id: "audit-next" }, "Next page →") : h("span", { class: "hint" }, "Last page.")));
     } catch (error) {
-      results.replaceChildren(problemBox(error));
+      fill(results, problemBox(error));
     }
   })();
 };
@@ -590,9 +604,9 @@ views.stream = async (view, params, streamId) => {
     const q = version ? `version=${encodeURIComponent(version)}` : "";
     try {
       const answer = await get(`/api/v1/audit/streams/${encodeURIComponent(streamId)}/state?${q}`);
-      state.replaceChildren(h("p", {}, `State at version ${answer.version}:`), json(answer.state));
+      fill(state, h("p", {}, `State at version ${answer.version}:`), json(answer.state));
     } catch (error) {
-      state.replaceChildren(problemBox(error));
+      fill(state, problemBox(error));
     }
   } }, h("label", { for: "state-version" }, "State at version"), h("input", { id: "state-version", name: "version", type: "number", min: 1 }), h("button", { type: "submit" }, "Fold"));
   append(main(), h("p", {}, h("a", { href: "#/audit" }, "← Audit")), h("h1", {}, "Stream ", h("span", { class: "mono" }, streamId)), verify,
@@ -603,17 +617,17 @@ views.stream = async (view, params, streamId) => {
       get(`/api/v1/audit/streams/${encodeURIComponent(streamId)}/verify`),
     ]);
     verify.className = `verify ${check.valid ? "valid" : "invalid"}`;
-    verify.replaceChildren(check.valid
+    fill(verify, check.valid
       ? `Hash chain verified: ${check.events_checked} events intact.`
       : `Verification FAILED at version ${check.first_invalid_version} (${check.events_checked} events checked): the stored event does not match its hash chain.`);
-    events.replaceChildren(table(["Version", "#", "Type", "User", "Recorded", "Hash", "Data"], answer.events.map((e) => h("tr", {
+    fill(events, table(["Version", "#", "Type", "User", "Recorded", "Hash", "Data"], answer.events.map((e) => h("tr", {
       class: !check.valid && e.version >= check.first_invalid_version ? "tampered" : "" },
       h("td", { class: "num" }, e.version), h("td", { class: "num" }, e.global_position), h("td", {}, e.event_type),
       h("td", {}, e.metadata?.user_id || ""), h("td", {}, fmtTime(e.recorded_at)), h("td", { class: "mono" }, (e.hash || "").slice(0, 12)),
       h("td", {}, h("details", {}, h("summary", {}, "data"), json(e.data)))))));
   } catch (error) {
     verify.className = "verify";
-    verify.replaceChildren(problemBox(error));
+    fill(verify, problemBox(error));
   }
 };
 
@@ -645,12 +659,12 @@ views.seals = async (view) => {
   const load = async () => {
     try {
       const page = await get("/api/v1/audit/seals?limit=500");
-      box.replaceChildren(h("p", {}, "Public key: ", h("code", {}, page.public_key || "none configured")),
+      fill(box, h("p", {}, "Public key: ", h("code", {}, page.public_key || "none configured")),
         table(["Seal", "Events", "Up to #", "Root", "Previous", "Sealed"], page.items.slice().reverse().map((s) => h("tr", {},
           h("td", { class: "num" }, s.seal_id), h("td", { class: "num" }, s.events ?? s.tree_size), h("td", { class: "num" }, s.up_to_position),
           h("td", { class: "mono" }, s.root.slice(0, 16)), h("td", { class: "mono" }, s.previous.slice(0, 16)), h("td", {}, fmtTime(s.sealed_at))))));
     } catch (error) {
-      box.replaceChildren(problemBox(error));
+      fill(box, problemBox(error));
     }
   };
   load();
@@ -724,7 +738,7 @@ views.live = (view) => {
   const render = () => {
     const t = typeFilter.value.trim().toLowerCase();
     const s = streamFilter.value.trim().toLowerCase();
-    body.replaceChildren(...events.filter((e) => (!t || e.event_type.toLowerCase().includes(t)) && (!s || e.stream_id.toLowerCase().includes(s))).slice(0, 200).map(eventRow));
+    fill(body, ...events.filter((e) => (!t || e.event_type.toLowerCase().includes(t)) && (!s || e.stream_id.toLowerCase().includes(s))).slice(0, 200).map(eventRow));
   };
   every(1000, async () => {
     if (paused) return;
@@ -743,7 +757,7 @@ views.live = (view) => {
       note.textContent = `Newest first; up to position ${after}. Shows the latest 200 that match.`;
       render();
     } catch (error) {
-      note.replaceChildren(problemBox(error));
+      fill(note, problemBox(error));
     }
   }, view);
 };
@@ -757,7 +771,7 @@ function signIn() {
   const paste = h("form", { id: "token-form", onsubmit: (e) => {
     e.preventDefault();
     const t = e.target.elements.token.value.trim();
-    if (t.split(".").length !== 3) { error.replaceChildren(h("p", { class: "error" }, "That is not a JWT (three dot-separated parts).")); return; }
+    if (t.split(".").length !== 3) { fill(error, h("p", { class: "error" }, "That is not a JWT (three dot-separated parts).")); return; }
     use(t);
   } },
   h("label", { for: "token" }, "Bearer token"),
@@ -770,9 +784,9 @@ function signIn() {
       try {
         const { body } = await api("/console/dev-sign-in", { method: "POST", body: { role, name: document.getElementById("dev-name").value } });
         use(body.token);
-      } catch (e) { error.replaceChildren(problemBox(e)); }
+      } catch (e) { fill(error, problemBox(e)); }
     } }, `as ${role}`)))) : null;
-  main().replaceChildren(h("h1", {}, "Sign in"),
+  fill(main(), h("h1", {}, "Sign in"),
     h("p", {}, "The console reads and acts through /api/v1 with your token; operators and admins see everything, only admins act."),
     error, devBox, h("section", { class: "panel" }, h("h2", {}, "With a token"), paste,
       h("p", { class: "hint" }, "Mint one with ", h("code", {}, "fulcrum token --sub you --role operator"), ".")));
@@ -817,7 +831,7 @@ async function route() {
   const nav = document.getElementById("nav");
   const who = document.getElementById("who");
   const out = document.getElementById("sign-out");
-  main().replaceChildren();
+  fill(main(), );
   if (!token()) {
     access = null;
     nav.hidden = true; out.hidden = true; who.textContent = "";
@@ -839,13 +853,13 @@ async function route() {
       document.getElementById("sign-in-error").replaceChildren(problemBox(error));
       return;
     }
-    main().replaceChildren(h("h1", {}, "The server did not answer"), problemBox(error));
+    fill(main(), h("h1", {}, "The server did not answer"), problemBox(error));
     return;
   }
   if (view !== current) return;
   if (allowed !== "ok") {
     nav.hidden = true;
-    main().replaceChildren(h("h1", {}, "No operator pages for this role"),
+    fill(main(), h("h1", {}, "No operator pages for this role"),
       h("p", { id: "refused" }, `Signed in as ${c?.sub ?? "?"} with role ${c?.role ?? "?"}: the API refuses this token on operator routes (403), so the console has nothing to show. Sign in as an operator or admin.`));
     return;
   }
@@ -862,7 +876,7 @@ async function route() {
     render(view, new URLSearchParams(query), ...m.slice(1).map(decodeURIComponent));
     return;
   }
-  main().replaceChildren(h("h1", {}, "Not found"), h("p", {}, h("a", { href: "#/overview" }, "Go to the overview")));
+  fill(main(), h("h1", {}, "Not found"), h("p", {}, h("a", { href: "#/overview" }, "Go to the overview")));
 }
 
 document.getElementById("sign-out").addEventListener("click", () => {
