@@ -76,38 +76,27 @@ fn migrate_creates_the_database_and_applies_every_migration() {
 #[tokio::test]
 async fn serve_becomes_ready_and_stops_gracefully_on_sigterm() {
     let db = FreshDatabase::new();
-    let addr = format!("127.0.0.1:{}", free_port());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_fulcrum"))
-        .arg("serve")
-        .env("DATABASE_URL", &db.url)
-        .env("FULCRUM_ADDR", &addr)
-        .env("JWT_SECRET", "a-binary-test-secret-that-is-long-enough")
-        .env(
-            "FULCRUM_SEAL_KEY",
-            eventstore::seal::SealKey::ephemeral().to_pem().unwrap(),
-        )
-        // Its own topics and consumer groups on the shared development broker.
-        .env(
-            "FULCRUM_TOPIC_PREFIX",
-            format!("tbin{}", uuid::Uuid::new_v4().simple()),
-        )
-        .spawn()
-        .unwrap();
-
+    let (mut child, addr, ready) = serve_all_roles(&db, &[]).await;
     let client = reqwest::Client::new();
-    let mut ready = None;
-    for _ in 0..200 {
-        if let Ok(r) = client.get(format!("http://{addr}/readyz")).send().await {
-            ready = Some(r.status());
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
     let health = client
         .get(format!("http://{addr}/healthz"))
         .send()
         .await
         .unwrap();
+    // Without --dev there is no development sign-in, and the console says so.
+    let dev_sign_in = client
+        .post(format!("http://{addr}/console/dev-sign-in"))
+        .json(&serde_json::json!({"role": "admin"}))
+        .send()
+        .await
+        .unwrap();
+    let console = client
+        .get(format!("http://{addr}/console"))
+        .send()
+        .await
+        .unwrap();
+    let console_status = console.status();
+    let console_page = console.text().await.unwrap();
     Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
@@ -119,7 +108,125 @@ async fn serve_becomes_ready_and_stops_gracefully_on_sigterm() {
 
     assert_eq!(ready, Some(reqwest::StatusCode::OK));
     assert_eq!(health.status(), reqwest::StatusCode::OK);
+    assert_eq!(dev_sign_in.status(), reqwest::StatusCode::NOT_FOUND);
+    assert_eq!(console_status, reqwest::StatusCode::OK);
+    assert!(
+        console_page.contains(r#"data-dev="false""#),
+        "{console_page}"
+    );
     assert!(exit.success(), "fulcrum serve exited with {exit}");
+}
+
+/// Starts `fulcrum serve` with every role on `db` (a JWT secret unless
+/// `args` holds `--dev`, an ephemeral seal key, topics of its own on the
+/// development broker); answers the process, its address and the first
+/// `/readyz` status.
+async fn serve_all_roles(
+    db: &FreshDatabase,
+    args: &[&str],
+) -> (std::process::Child, String, Option<reqwest::StatusCode>) {
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut command = Command::new(env!("CARGO_BIN_EXE_fulcrum"));
+    command
+        .arg("serve")
+        .args(args)
+        .env("DATABASE_URL", &db.url)
+        .env("FULCRUM_ADDR", &addr)
+        .env(
+            "FULCRUM_SEAL_KEY",
+            eventstore::seal::SealKey::ephemeral().to_pem().unwrap(),
+        )
+        // Its own topics and consumer groups on the shared development broker.
+        .env(
+            "FULCRUM_TOPIC_PREFIX",
+            format!("tbin{}", uuid::Uuid::new_v4().simple()),
+        );
+    if args.contains(&"--dev") {
+        command
+            .env_remove("JWT_SECRET")
+            .env_remove("JWT_PUBLIC_KEY_PEM");
+    } else {
+        command.env("JWT_SECRET", "a-binary-test-secret-that-is-long-enough");
+    }
+    let child = command.spawn().unwrap();
+    let client = reqwest::Client::new();
+    let mut ready = None;
+    for _ in 0..200 {
+        if let Ok(r) = client.get(format!("http://{addr}/readyz")).send().await {
+            ready = Some(r.status());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    (child, addr, ready)
+}
+
+#[tokio::test]
+async fn serve_dev_signs_the_console_in_with_a_chosen_role() {
+    let db = FreshDatabase::new();
+    let (child, addr, ready) = serve_all_roles(&db, &["--dev"]).await;
+    let client = reqwest::Client::new();
+    let sign_in = |body: serde_json::Value| {
+        client
+            .post(format!("http://{addr}/console/dev-sign-in"))
+            .json(&body)
+            .send()
+    };
+    let operator = sign_in(serde_json::json!({"role": "operator", "name": "olga"}))
+        .await
+        .unwrap();
+    let operator_status = operator.status();
+    let operator: serde_json::Value = operator.json().await.unwrap();
+    let token = operator["token"].as_str().unwrap_or_default().to_owned();
+    let admin_read = client
+        .get(format!("http://{addr}/api/v1/admin/projections"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .status();
+    let customer = sign_in(serde_json::json!({"role": "customer"}))
+        .await
+        .unwrap();
+    let customer: serde_json::Value = customer.json().await.unwrap();
+    let customer_read = client
+        .get(format!("http://{addr}/api/v1/admin/projections"))
+        .bearer_auth(customer["token"].as_str().unwrap_or_default())
+        .send()
+        .await
+        .unwrap()
+        .status();
+    let bad_role = sign_in(serde_json::json!({"role": "root"})).await.unwrap();
+    let bad_role_type = bad_role.headers()["content-type"].clone();
+    let bad_name = sign_in(serde_json::json!({"role": "admin", "name": "a\u{1}b"}))
+        .await
+        .unwrap();
+    let console = client
+        .get(format!("http://{addr}/console"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let mut child = child;
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let _ = tokio::task::spawn_blocking(move || child.wait()).await;
+
+    assert_eq!(ready, Some(reqwest::StatusCode::OK));
+    assert_eq!(operator_status, reqwest::StatusCode::OK, "{operator}");
+    assert_eq!(operator["sub"], "olga");
+    assert_eq!(operator["role"], "operator");
+    assert_eq!(admin_read, reqwest::StatusCode::OK);
+    assert_eq!(customer["sub"], "dev-customer");
+    assert_eq!(customer_read, reqwest::StatusCode::FORBIDDEN);
+    assert_eq!(bad_role.status(), reqwest::StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(bad_role_type, "application/problem+json");
+    assert_eq!(bad_name.status(), reqwest::StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(console.contains(r#"data-dev="true""#), "{console}");
 }
 
 fn serve_output(envs: &[(&str, &str)], args: &[&str]) -> std::process::Output {
