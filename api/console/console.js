@@ -778,18 +778,20 @@ function signIn() {
   h("textarea", { id: "token", name: "token", rows: 4, required: true, placeholder: "eyJhbGciOi…", spellcheck: "false" }),
   h("button", { type: "submit", id: "token-sign-in" }, "Sign in"));
   const devBox = dev ? h("section", { class: "panel", id: "dev-sign-in" }, h("h2", {}, "Development sign-in"),
-    h("p", { class: "hint" }, "This server runs with --dev: pick a role."),
-    h("label", { for: "dev-name" }, "Name"), h("input", { id: "dev-name", value: "dev-operator" }),
+    h("p", { class: "hint" }, "This server runs with --dev: pick a role. The name is the token's subject (dev-<role> when empty)."),
+    h("label", { for: "dev-name" }, "Name"), h("input", { id: "dev-name", placeholder: "dev-<role>", maxlength: 64 }),
     h("div", { class: "actions" }, ["operator", "admin", "customer"].map((role) => h("button", { type: "button", id: `dev-${role}`, onclick: async () => {
       try {
-        const { body } = await api("/console/dev-sign-in", { method: "POST", body: { role, name: document.getElementById("dev-name").value } });
+        const name = document.getElementById("dev-name").value.trim();
+        const { body } = await api("/console/dev-sign-in", { method: "POST", body: name ? { role, name } : { role } });
         use(body.token);
       } catch (e) { fill(error, problemBox(e)); }
     } }, `as ${role}`)))) : null;
   fill(main(), h("h1", {}, "Sign in"),
     h("p", {}, "The console reads and acts through /api/v1 with your token; operators and admins see everything, only admins act."),
     error, devBox, h("section", { class: "panel" }, h("h2", {}, "With a token"), paste,
-      h("p", { class: "hint" }, "Mint one with ", h("code", {}, "fulcrum token --sub you --role operator"), ".")));
+      h("p", { class: "hint" }, "Mint one with ", h("code", {}, dev ? "fulcrum token --dev --sub you --role operator" : "fulcrum token --sub you --role operator"),
+        dev ? "." : " (with the server's JWT_SECRET), or use your identity provider's.")));
 }
 
 /** Whether the token may read the operator routes: 'ok', 'forbidden' or a Problem. */
