@@ -628,7 +628,10 @@ async fn the_saga_routes_check_the_role_before_anything_else() {
         .json()
         .await
         .unwrap();
-    assert_eq!(empty, json!({"items": [], "next_cursor": null}));
+    assert_eq!(
+        empty,
+        json!({"items": [], "next_cursor": null, "counts": {}})
+    );
     let admin = token("ada", Role::Admin);
     problem(
         app.post(
