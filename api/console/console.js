@@ -41,10 +41,32 @@ function svg(tag, attrs = {}) {
   return el;
 }
 
-/** Replaces an element's children (same rules as append). */
+/**
+ * A finder for `node`'s counterpart in re-rendered content: the same id, or
+ * the same tag, href and text in the same identified table row.
+ */
+function counterpart(node) {
+  if (node.id) return (root) => root.querySelector(`#${CSS.escape(node.id)}`);
+  const tag = node.tagName;
+  const href = node.getAttribute("href");
+  const text = node.textContent;
+  const row = node.closest("tr[id]")?.id;
+  return (root) => [...root.getElementsByTagName(tag)].find((n) =>
+    n.getAttribute("href") === href && n.textContent === text && n.closest("tr[id]")?.id === row);
+}
+
+/**
+ * Replaces an element's children (same rules as append). Polled views
+ * re-render every few seconds: the keyboard focus moves to the new copy of
+ * the focused element, so tabbing through a live page does not lose its place.
+ */
 function fill(el, ...children) {
+  const focused = document.activeElement;
+  const find = focused && focused !== el && el.contains(focused) ? counterpart(focused) : null;
   el.replaceChildren();
-  return append(el, ...children);
+  append(el, ...children);
+  if (find) find(el)?.focus({ preventScroll: true });
+  return el;
 }
 
 const main = () => document.getElementById("main");

@@ -164,6 +164,19 @@ impl Browser {
         panic!("{css} never showed {what}; last text: {last:?}");
     }
 
+    /// Waits until `script` (a function body) returns `true` in the page.
+    pub async fn wait_eval(&self, what: &str, script: &str) {
+        let deadline = Instant::now() + PATIENCE;
+        while Instant::now() < deadline {
+            if let Ok(Value::Bool(true)) = self.client.execute(script, vec![]).await {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        self.shoot("failed-wait").await;
+        panic!("never {what}: {script}");
+    }
+
     /// Runs `script` in the page and answers its value.
     pub async fn eval(&self, script: &str) -> Value {
         self.client

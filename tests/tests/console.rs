@@ -236,6 +236,26 @@ async fn a_rebuild_started_from_the_console_shows_progress_and_ends_running() {
     browser
         .wait_text("#projection-orders .status", "running", |t| t == "running")
         .await;
+    // The page re-renders every second; keyboard focus stays on its button.
+    browser
+        .eval(
+            "const b = document.querySelector('#projection-catalog .rebuild-button'); \
+             b.focus(); b.dataset.old = 'yes';",
+        )
+        .await;
+    browser
+        .wait_eval(
+            "the table re-rendered",
+            "return document.querySelector('#projection-catalog .rebuild-button')?.dataset.old !== 'yes'",
+        )
+        .await;
+    let focus = browser
+        .eval(
+            "return document.activeElement === \
+             document.querySelector('#projection-catalog .rebuild-button')",
+        )
+        .await;
+    assert_eq!(focus, json!(true), "focus left the re-rendered button");
     browser.click("#projection-orders .rebuild-button").await;
     browser.click("#confirm-ok").await;
     browser
