@@ -19,7 +19,7 @@ use tokio::task::JoinSet;
 
 use eventstore::leader::SingleActive;
 use eventstore::seal::SealKey;
-use saga::gateway::{SandboxConfig, SandboxGateway};
+use saga::gateway::{PgBooks, SandboxConfig, SandboxGateway};
 use saga::Orchestrator;
 
 use crate::auth::Authenticator;
@@ -336,11 +336,17 @@ fn spawn_saga(
         }
     };
     let config = background.saga.config(background.kafka.consumer());
-    let (gateway, callbacks) = SandboxGateway::new(SandboxConfig {
-        // `tok_late` approves a second after the saga gave up on it.
-        late_delay: config.payment_deadline + std::time::Duration::from_secs(1),
-        ..SandboxConfig::default()
-    });
+    // The sandbox's books in Postgres: any process may capture, void or
+    // refund what another authorised, and they outlive a restart.
+    let books = std::sync::Arc::new(PgBooks::new(background.store.pool().clone()));
+    let (gateway, callbacks) = SandboxGateway::with_books(
+        SandboxConfig {
+            // `tok_late` approves a second after the saga gave up on it.
+            late_delay: config.payment_deadline + std::time::Duration::from_secs(1),
+            ..SandboxConfig::default()
+        },
+        books,
+    );
     let sagas = saga::SagaStore::new(background.store.clone());
     let commands = background.commands.clone();
     let webhook = saga::webhook::run(sagas.clone(), commands.clone(), callbacks, stopped());

@@ -13,7 +13,7 @@ use eventstore::kafka::ConsumerSettings;
 use eventstore::relay::RelayConfig;
 use projections::worker::ProjectorConfig;
 use projections::Projection;
-use saga::gateway::{SandboxConfig, SandboxGateway};
+use saga::gateway::{PgBooks, SandboxConfig, SandboxGateway};
 use saga::{Orchestrator, SagaConfig, SagaError, SagaProbe};
 use serde_json::{json, Value};
 use tokio::sync::watch;
@@ -55,12 +55,17 @@ impl System {
         let app = TestApp::spawn_with_pool(40).await;
         let prefix = format!("t{}", Uuid::new_v4().simple());
         let (stop, _) = watch::channel(false);
-        let (gateway, callbacks) = SandboxGateway::new(SandboxConfig {
-            answer_delay: Duration::from_millis(5),
-            // Well past the deadline, so that a loaded machine still times
-            // the payment out before the approval arrives.
-            late_delay: PAYMENT_DEADLINE * 3,
-        });
+        // The books in Postgres, as `fulcrum serve` keeps them.
+        let books = Arc::new(PgBooks::new(app.state.store.pool().clone()));
+        let (gateway, callbacks) = SandboxGateway::with_books(
+            SandboxConfig {
+                answer_delay: Duration::from_millis(5),
+                // Well past the deadline, so that a loaded machine still times
+                // the payment out before the approval arrives.
+                late_delay: PAYMENT_DEADLINE * 3,
+            },
+            books,
+        );
         let mut system = System {
             app,
             prefix,

@@ -280,7 +280,7 @@ async fn every_failing_step_is_compensated_and_the_order_cancelled_with_its_reas
         payment_events(&streams, not_shipped_to),
         ["PaymentAuthorized", "PaymentVoided"]
     );
-    assert_eq!(system.gateway.voids().len(), 3);
+    assert_eq!(system.gateway.voids().await.unwrap().len(), 3);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -320,7 +320,7 @@ async fn a_cancel_before_shipment_refunds_and_releases_whoever_asks() {
         payment_events(&streams, by_customer),
         ["PaymentAuthorized", "PaymentCaptured", "PaymentRefunded"]
     );
-    assert_eq!(system.gateway.refunds().len(), 2);
+    assert_eq!(system.gateway.refunds().await.unwrap().len(), 2);
     // Someone else's order cannot be cancelled.
     let mallory = token("mallory", Role::Customer);
     problem(
@@ -374,7 +374,7 @@ async fn an_orchestrator_stopped_at_any_step_boundary_resumes_without_acting_twi
         })
         .sum();
     assert_eq!(captures, 6);
-    assert_eq!(system.gateway.captures().len(), 6);
+    assert_eq!(system.gateway.captures().await.unwrap().len(), 6);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -431,7 +431,7 @@ async fn two_orchestrators_in_one_group_settle_every_order_once() {
     expected.sort();
     assert_eq!(sorted_seen, expected);
     system.check_invariants().await;
-    assert_eq!(system.gateway.captures().len(), 15);
+    assert_eq!(system.gateway.captures().await.unwrap().len(), 15);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

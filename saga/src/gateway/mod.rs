@@ -6,16 +6,21 @@
 //! later as a [`Callback`] (the webhook), and [`PaymentGateway::status`] asks
 //! for it by idempotency key when a callback may have been lost.
 //!
-//! [`SandboxGateway`] answers by payment-method token (see [`SandboxGateway`]),
-//! keeps its ledger in memory and records every movement of money, so tests can
-//! check that no retry ever moved money twice.
+//! [`SandboxGateway`] answers by payment-method token (see [`SandboxGateway`])
+//! and records every movement of money, so tests can check that no retry ever
+//! moved money twice. Its books live in memory ([`MemoryBooks`], one process)
+//! or in Postgres ([`PgBooks`]: every process of a deployment shares them, so
+//! any process can capture, void or refund what another authorised).
 
 mod sandbox;
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-pub use sandbox::{SandboxConfig, SandboxGateway};
+pub use sandbox::{
+    Accepted, Authorization, Books, MemoryBooks, Movement, PgBooks, Rule, SandboxConfig,
+    SandboxGateway,
+};
 
 /// What the saga asks the gateway to authorise.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,42 +1,44 @@
-//! The sandbox's books: accepted requests, authorisations, injected faults
-//! and every movement of money, behind one lock.
+//! The sandbox's books: accepted requests, authorisations and every
+//! movement of money. [`Books`] is where they live: [`MemoryBooks`] in one
+//! process, [`PgBooks`](super::PgBooks) in Postgres, shared by every process
+//! of a deployment (as a real provider's books are). The rules that decide
+//! whether money may move are here once, as [`Rule`]s, and each kind of
+//! books applies them atomically.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use crate::gateway::{AuthorizationRequest, GatewayError, Operation, RequestStatus};
+use chrono::{DateTime, Utc};
 
-/// Everything the sandbox remembers; one lock, never held across an await.
-#[derive(Default)]
-pub(super) struct Ledger {
-    pub(super) requests: HashMap<String, Accepted>,
-    pub(super) flaky_attempts: HashMap<String, u32>,
-    pub(super) authorizations: HashMap<String, Authorization>,
-    pub(super) faults: HashMap<Operation, u32>,
-    /// Capture, void and refund calls that took effect: (authorization id, amount) by key
-    /// (amount 0 for a void).
-    pub(super) done: HashMap<(Operation, String), (String, i64)>,
-    pub(super) captures: Vec<(String, String, i64)>,
-    pub(super) voids: Vec<(String, String)>,
-    pub(super) refunds: Vec<(String, String, i64)>,
-}
+use crate::gateway::{AuthorizationRequest, GatewayAnswer, GatewayError, Operation};
 
 /// An accepted authorisation request and what became of it.
-pub(super) struct Accepted {
-    pub(super) request: AuthorizationRequest,
-    pub(super) status: RequestStatus,
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Accepted {
+    /// The request as first accepted.
+    pub request: AuthorizationRequest,
+    /// When its answer is due (`None`: never, as for `tok_timeout`).
+    pub due_at: Option<DateTime<Utc>>,
+    /// The answer, once given; it never changes afterwards.
+    pub answer: Option<GatewayAnswer>,
 }
 
 /// An approved authorisation and the money moved against it.
-pub(super) struct Authorization {
-    pub(super) amount: i64,
-    pub(super) captured: i64,
-    pub(super) refunded: i64,
-    pub(super) voided: bool,
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Authorization {
+    /// The amount held.
+    pub amount: i64,
+    /// Captured so far.
+    pub captured: i64,
+    /// Refunded so far.
+    pub refunded: i64,
+    /// Whether the hold was released.
+    pub voided: bool,
 }
 
 impl Authorization {
-    pub(super) fn new(amount: i64) -> Self {
+    /// A fresh hold of `amount`.
+    pub fn new(amount: i64) -> Self {
         Self {
             amount,
             captured: 0,
@@ -46,58 +48,186 @@ impl Authorization {
     }
 }
 
-impl Ledger {
-    pub(super) fn take_fault(&mut self, operation: Operation) -> Result<(), GatewayError> {
-        match self.faults.get_mut(&operation) {
-            Some(left) if *left > 0 => {
-                *left -= 1;
-                Err(GatewayError::Transient(format!(
-                    "sandbox: injected fault on {operation:?}"
-                )))
-            }
-            _ => Ok(()),
-        }
-    }
+/// A capture, void or refund that took effect (a void's amount is 0: the
+/// whole hold).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Movement {
+    /// Capture, void or refund.
+    pub operation: Operation,
+    /// The call's idempotency key.
+    pub idempotency_key: String,
+    /// The authorisation it moved money on.
+    pub authorization_id: String,
+    /// The amount moved.
+    pub amount: i64,
+}
 
-    /// Whether a call with this key already took effect with the same
-    /// parameters (so there is nothing more to do); a key reused with other
-    /// parameters is refused.
-    pub(super) fn already_done(
-        &mut self,
-        operation: Operation,
+/// Checks a movement against an authorisation and applies it, or refuses.
+pub type Rule = fn(&mut Authorization, i64) -> Result<(), GatewayError>;
+
+/// Where the sandbox keeps its books. Every method is atomic on its own; an
+/// `Err` is [`GatewayError::Transient`] when the books could not be reached
+/// (worth retrying), and nothing changed.
+#[async_trait::async_trait]
+pub trait Books: Send + Sync + 'static {
+    /// Accepts `accepted` unless its key is known; answers what was known
+    /// (`None` when it is newly accepted).
+    async fn accept(&self, accepted: &Accepted) -> Result<Option<Accepted>, GatewayError>;
+
+    /// The request accepted under `key`, if any.
+    async fn request(&self, key: &str) -> Result<Option<Accepted>, GatewayError>;
+
+    /// Gives the request under `key` its answer (opening the authorisation
+    /// when it is an approval for `amount`), unless it already has one;
+    /// answers the request's answer from then on, the first one given.
+    async fn answer(
+        &self,
         key: &str,
-        authorization_id: &str,
+        answer: GatewayAnswer,
         amount: i64,
-    ) -> Result<bool, GatewayError> {
-        match self.done.get(&(operation, key.to_owned())) {
-            None => Ok(false),
-            Some((id, done)) if id == authorization_id && *done == amount => Ok(true),
-            Some(_) => Err(key_reused(key)),
-        }
-    }
+    ) -> Result<GatewayAnswer, GatewayError>;
 
-    pub(super) fn done(
-        &mut self,
-        operation: Operation,
-        key: &str,
-        authorization_id: &str,
-        amount: i64,
-    ) {
-        let record = (authorization_id.to_owned(), amount);
-        self.done.insert((operation, key.to_owned()), record);
-    }
+    /// Moves money: unless a call with the same operation and key already
+    /// took effect (then, with the same authorisation and amount, nothing
+    /// more happens; with others it is refused), applies `rule` to the
+    /// authorisation and records the movement, as one step.
+    async fn apply(&self, movement: &Movement, rule: Rule) -> Result<(), GatewayError>;
 
-    pub(super) fn authorization(&mut self, id: &str) -> Result<&mut Authorization, GatewayError> {
-        self.authorizations
-            .get_mut(id)
-            .ok_or_else(|| refused(&format!("unknown authorization {id}")))
+    /// Every movement of `operation` that took effect, in order.
+    async fn movements(&self, operation: Operation) -> Result<Vec<Movement>, GatewayError>;
+}
+
+/// Books in this process's memory, behind one lock never held across an
+/// await: for a single process and for tests.
+#[derive(Default)]
+pub struct MemoryBooks {
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    requests: HashMap<String, Accepted>,
+    authorizations: HashMap<String, Authorization>,
+    movements: Vec<Movement>,
+}
+
+impl MemoryBooks {
+    fn state(&self) -> MutexGuard<'_, State> {
+        // Nothing panics while holding the lock (every check comes before the
+        // first write), so a poisoned lock still guards consistent books.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
-pub(super) fn lock(ledger: &Mutex<Ledger>) -> MutexGuard<'_, Ledger> {
-    // Nothing panics while holding the lock (every check comes before the
-    // first write), so a poisoned ledger is still consistent.
-    ledger.lock().unwrap_or_else(PoisonError::into_inner)
+#[async_trait::async_trait]
+impl Books for MemoryBooks {
+    async fn accept(&self, accepted: &Accepted) -> Result<Option<Accepted>, GatewayError> {
+        let mut state = self.state();
+        let key = &accepted.request.idempotency_key;
+        if let Some(known) = state.requests.get(key) {
+            return Ok(Some(known.clone()));
+        }
+        state.requests.insert(key.clone(), accepted.clone());
+        Ok(None)
+    }
+
+    async fn request(&self, key: &str) -> Result<Option<Accepted>, GatewayError> {
+        Ok(self.state().requests.get(key).cloned())
+    }
+
+    async fn answer(
+        &self,
+        key: &str,
+        answer: GatewayAnswer,
+        amount: i64,
+    ) -> Result<GatewayAnswer, GatewayError> {
+        let mut state = self.state();
+        let entry = state
+            .requests
+            .get_mut(key)
+            .ok_or_else(|| refused(&format!("no request with key {key}")))?;
+        if let Some(given) = &entry.answer {
+            return Ok(given.clone());
+        }
+        entry.answer = Some(answer.clone());
+        if let GatewayAnswer::Approved { authorization_id } = &answer {
+            state
+                .authorizations
+                .insert(authorization_id.clone(), Authorization::new(amount));
+        }
+        Ok(answer)
+    }
+
+    async fn apply(&self, movement: &Movement, rule: Rule) -> Result<(), GatewayError> {
+        let mut state = self.state();
+        if let Some(done) = state.movements.iter().find(|m| {
+            m.operation == movement.operation && m.idempotency_key == movement.idempotency_key
+        }) {
+            return same_call(done, movement);
+        }
+        let authorization = state
+            .authorizations
+            .get_mut(&movement.authorization_id)
+            .ok_or_else(|| unknown_authorization(&movement.authorization_id))?;
+        rule(authorization, movement.amount)?;
+        state.movements.push(movement.clone());
+        Ok(())
+    }
+
+    async fn movements(&self, operation: Operation) -> Result<Vec<Movement>, GatewayError> {
+        let state = self.state();
+        Ok(state
+            .movements
+            .iter()
+            .filter(|m| m.operation == operation)
+            .cloned()
+            .collect())
+    }
+}
+
+/// A repeat of a call that took effect: nothing more to do when it names
+/// the same authorisation and amount, refused when it reuses the key.
+pub(super) fn same_call(done: &Movement, repeat: &Movement) -> Result<(), GatewayError> {
+    if done.authorization_id == repeat.authorization_id && done.amount == repeat.amount {
+        Ok(())
+    } else {
+        Err(key_reused(&repeat.idempotency_key))
+    }
+}
+
+/// A capture: of an unvoided hold, within what is not captured yet.
+pub(super) fn capture(authorization: &mut Authorization, amount: i64) -> Result<(), GatewayError> {
+    if authorization.voided {
+        return Err(refused("authorization is voided"));
+    }
+    if amount > authorization.amount - authorization.captured {
+        return Err(refused("capture exceeds the uncaptured authorized amount"));
+    }
+    authorization.captured += amount;
+    Ok(())
+}
+
+/// A void: of a hold neither captured nor voided.
+pub(super) fn void(authorization: &mut Authorization, _: i64) -> Result<(), GatewayError> {
+    if authorization.captured > 0 {
+        return Err(refused("authorization is captured; refund it instead"));
+    }
+    if authorization.voided {
+        return Err(refused("authorization is already voided"));
+    }
+    authorization.voided = true;
+    Ok(())
+}
+
+/// A refund: within what is captured and not yet refunded.
+pub(super) fn refund(authorization: &mut Authorization, amount: i64) -> Result<(), GatewayError> {
+    if amount > authorization.captured - authorization.refunded {
+        return Err(refused(
+            "refund exceeds the captured amount not yet refunded",
+        ));
+    }
+    authorization.refunded += amount;
+    Ok(())
 }
 
 pub(super) fn require_positive(amount: i64) -> Result<(), GatewayError> {
@@ -110,6 +240,10 @@ pub(super) fn require_positive(amount: i64) -> Result<(), GatewayError> {
 
 pub(super) fn refused(reason: &str) -> GatewayError {
     GatewayError::Refused(reason.to_owned())
+}
+
+pub(super) fn unknown_authorization(id: &str) -> GatewayError {
+    refused(&format!("unknown authorization {id}"))
 }
 
 pub(super) fn key_reused(key: &str) -> GatewayError {
