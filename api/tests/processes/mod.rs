@@ -453,6 +453,74 @@ pub async fn read_models_equal_a_clean_fold(pool: &PgPool) {
     }
 }
 
+/// Waits until all `expected` orders in the orders read model are
+/// confirmed or cancelled (their sagas ended), at most `limit`; answers the
+/// count by status.
+pub async fn orders_settle(
+    pool: &PgPool,
+    expected: usize,
+    limit: Duration,
+) -> BTreeMap<String, i64> {
+    let schema = Projection::Orders.live_schema();
+    let query = format!("SELECT status, count(*) FROM \"{schema}\".orders GROUP BY status");
+    let deadline = Instant::now() + limit;
+    loop {
+        let rows: Vec<(String, i64)> = sqlx::query_as(&query).fetch_all(pool).await.unwrap();
+        let counts: BTreeMap<String, i64> = rows.into_iter().collect();
+        let settled = counts.get("confirmed").copied().unwrap_or(0)
+            + counts.get("cancelled").copied().unwrap_or(0);
+        if settled == expected as i64 {
+            return counts;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the {expected} orders did not all settle: {counts:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Checks the sandbox gateway's books against the orders: a confirmed
+/// order's payment was captured once, in full; a cancelled order kept no
+/// money (what was captured was refunded).
+pub async fn money_matches_the_orders(pool: &PgPool) {
+    let schema = Projection::Orders.live_schema();
+    let rows: Vec<(uuid::Uuid, String, i64, i64, i64, i64)> = sqlx::query_as(&format!(
+        "WITH approved AS (
+           SELECT (request->>'order_id')::uuid AS order_id,
+                  answer->'Approved'->>'authorization_id' AS authorization_id
+             FROM sandbox_requests WHERE answer ? 'Approved'),
+         moved AS (
+           SELECT authorization_id,
+                  count(*) FILTER (WHERE operation = 'capture') AS captures,
+                  coalesce(sum(amount) FILTER (WHERE operation = 'capture'), 0)::bigint AS captured,
+                  coalesce(sum(amount) FILTER (WHERE operation = 'refund'), 0)::bigint AS refunded
+             FROM sandbox_movements GROUP BY authorization_id)
+         SELECT o.order_id, o.status, o.total, coalesce(m.captures, 0), coalesce(m.captured, 0),
+                coalesce(m.refunded, 0)
+           FROM \"{schema}\".orders o
+           LEFT JOIN approved a ON a.order_id = o.order_id
+           LEFT JOIN moved m ON m.authorization_id = a.authorization_id"
+    ))
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    for (order_id, status, total, captures, captured, refunded) in rows {
+        match status.as_str() {
+            "confirmed" => assert!(
+                captures == 1 && captured == total && refunded == 0,
+                "confirmed order {order_id} (total {total}): {captures} captures of {captured}, {refunded} refunded"
+            ),
+            "cancelled" => assert_eq!(
+                captured, refunded,
+                "cancelled order {order_id} kept {} of its payment",
+                captured - refunded
+            ),
+            other => panic!("order {order_id} is {other}"),
+        }
+    }
+}
+
 /// Waits until all `expected` orders in the orders read model have
 /// `status` (their sagas ended), at most `limit`.
 pub async fn orders_reach(pool: &PgPool, expected: usize, status: &str, limit: Duration) {
