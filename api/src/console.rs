@@ -9,6 +9,8 @@
 //! secret (which is public anyway). Without `--dev` that route is a 404
 //! and the page asks for a token.
 
+use std::sync::LazyLock;
+
 use axum::extract::State;
 use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use axum::http::{HeaderName, HeaderValue};
@@ -47,28 +49,27 @@ pub fn routes() -> Router<AppState> {
 }
 
 /// The page; `data-dev` tells the script whether to offer the development
-/// sign-in.
+/// sign-in (the `--dev` copy is made once).
 async fn index(State(state): State<AppState>) -> Response {
-    let page = INDEX.replace(
-        "data-dev=\"false\"",
-        if state.auth.is_dev() {
-            "data-dev=\"true\""
-        } else {
-            "data-dev=\"false\""
-        },
-    );
+    static DEV_INDEX: LazyLock<String> =
+        LazyLock::new(|| INDEX.replace("data-dev=\"false\"", "data-dev=\"true\""));
+    let page: &'static str = if state.auth.is_dev() {
+        &DEV_INDEX
+    } else {
+        INDEX
+    };
     asset("text/html; charset=utf-8", page)
 }
 
 async fn script() -> Response {
-    asset("text/javascript; charset=utf-8", SCRIPT.to_owned())
+    asset("text/javascript; charset=utf-8", SCRIPT)
 }
 
 async fn style() -> Response {
-    asset("text/css; charset=utf-8", STYLE.to_owned())
+    asset("text/css; charset=utf-8", STYLE)
 }
 
-fn asset(content_type: &'static str, body: String) -> Response {
+fn asset(content_type: &'static str, body: &'static str) -> Response {
     let mut response = body.into_response();
     let headers = response.headers_mut();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));

@@ -39,6 +39,19 @@ impl Drop for FreshDatabase {
     }
 }
 
+/// Sends `child` SIGTERM and waits for it to exit; answers how it ended
+/// (with its stderr, when piped).
+async fn stop_with_sigterm(child: std::process::Child) -> std::process::Output {
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap()
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -76,7 +89,7 @@ fn migrate_creates_the_database_and_applies_every_migration() {
 #[tokio::test]
 async fn serve_becomes_ready_and_stops_gracefully_on_sigterm() {
     let db = FreshDatabase::new();
-    let (mut child, addr, ready) = serve_all_roles(&db, &[]).await;
+    let (child, addr, ready) = serve_all_roles(&db, &[]).await;
     let client = reqwest::Client::new();
     let health = client
         .get(format!("http://{addr}/healthz"))
@@ -97,14 +110,7 @@ async fn serve_becomes_ready_and_stops_gracefully_on_sigterm() {
         .unwrap();
     let console_status = console.status();
     let console_page = console.text().await.unwrap();
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    let exit = tokio::task::spawn_blocking(move || child.wait())
-        .await
-        .unwrap()
-        .unwrap();
+    let exit = stop_with_sigterm(child).await.status;
 
     assert_eq!(ready, Some(reqwest::StatusCode::OK));
     assert_eq!(health.status(), reqwest::StatusCode::OK);
@@ -209,12 +215,7 @@ async fn serve_dev_signs_the_console_in_with_a_chosen_role() {
         .text()
         .await
         .unwrap();
-    let mut child = child;
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    let _ = tokio::task::spawn_blocking(move || child.wait()).await;
+    stop_with_sigterm(child).await;
 
     assert_eq!(ready, Some(reqwest::StatusCode::OK));
     assert_eq!(operator_status, reqwest::StatusCode::OK, "{operator}");
@@ -392,14 +393,7 @@ async fn serve_with_only_background_roles_needs_no_token_key_and_stops_on_sigter
     }
     assert!(migrated, "serve did not migrate the database");
     assert!(child.try_wait().unwrap().is_none(), "serve exited early");
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    let output = tokio::task::spawn_blocking(move || child.wait_with_output())
-        .await
-        .unwrap()
-        .unwrap();
+    let output = stop_with_sigterm(child).await;
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         output.status.success(),
@@ -627,14 +621,7 @@ async fn the_sealer_role_seals_on_its_interval_and_stops_on_sigterm() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(sealed >= 2, "the sealer sealed {sealed} times");
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    let output = tokio::task::spawn_blocking(move || child.wait_with_output())
-        .await
-        .unwrap()
-        .unwrap();
+    let output = stop_with_sigterm(child).await;
     assert!(
         output.status.success(),
         "{}",

@@ -461,21 +461,33 @@ pub async fn orders_settle(
     expected: usize,
     limit: Duration,
 ) -> BTreeMap<String, i64> {
+    let what = format!("the {expected} orders did not all settle");
+    wait_for_order_counts(pool, limit, &what, |counts| {
+        let settled = counts.get("confirmed").copied().unwrap_or(0)
+            + counts.get("cancelled").copied().unwrap_or(0);
+        settled == expected as i64
+    })
+    .await
+}
+
+/// Polls the orders read model's count by status until `done` holds, at
+/// most `limit` (then fails, saying `what`); answers the last counts.
+async fn wait_for_order_counts(
+    pool: &PgPool,
+    limit: Duration,
+    what: &str,
+    done: impl Fn(&BTreeMap<String, i64>) -> bool,
+) -> BTreeMap<String, i64> {
     let schema = Projection::Orders.live_schema();
     let query = format!("SELECT status, count(*) FROM \"{schema}\".orders GROUP BY status");
     let deadline = Instant::now() + limit;
     loop {
         let rows: Vec<(String, i64)> = sqlx::query_as(&query).fetch_all(pool).await.unwrap();
         let counts: BTreeMap<String, i64> = rows.into_iter().collect();
-        let settled = counts.get("confirmed").copied().unwrap_or(0)
-            + counts.get("cancelled").copied().unwrap_or(0);
-        if settled == expected as i64 {
+        if done(&counts) {
             return counts;
         }
-        assert!(
-            Instant::now() < deadline,
-            "the {expected} orders did not all settle: {counts:?}"
-        );
+        assert!(Instant::now() < deadline, "{what}: {counts:?}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -524,19 +536,9 @@ pub async fn money_matches_the_orders(pool: &PgPool) {
 /// Waits until all `expected` orders in the orders read model have
 /// `status` (their sagas ended), at most `limit`.
 pub async fn orders_reach(pool: &PgPool, expected: usize, status: &str, limit: Duration) {
-    let schema = Projection::Orders.live_schema();
-    let query = format!("SELECT status, count(*) FROM \"{schema}\".orders GROUP BY status");
-    let deadline = Instant::now() + limit;
-    loop {
-        let rows: Vec<(String, i64)> = sqlx::query_as(&query).fetch_all(pool).await.unwrap();
-        let counts: BTreeMap<String, i64> = rows.into_iter().collect();
-        if counts.get(status).copied() == Some(expected as i64) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the {expected} orders are not all {status}: {counts:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let what = format!("the {expected} orders are not all {status}");
+    wait_for_order_counts(pool, limit, &what, |counts| {
+        counts.get(status).copied() == Some(expected as i64)
+    })
+    .await;
 }
