@@ -14,15 +14,13 @@ mod processes;
 
 use std::time::{Duration, Instant};
 
-use api::auth::Role;
 use eventstore::seal::SealKey;
 use eventstore::testing::{Broker, TestDb};
 use processes::{
-    eventually, free_port, kafka_copies, order_body, orders_reach, projections_caught_up,
-    read_models_equal_a_clean_fold, stored_event_ids, token, Deployment, KafkaLog, Server,
-    UNSTOCKED,
+    eventually, free_port, kafka_copies, order, orders_reach, product, projections_caught_up,
+    read_models_equal_a_clean_fold, receipt, stored_event_ids, unstocked, Deployment, KafkaLog,
+    Server, UNSTOCKED,
 };
-use serde_json::json;
 use sqlx::PgPool;
 
 /// A deployment over a fresh database and a broker of the test's own.
@@ -47,59 +45,6 @@ async fn relay_lock_holder(pool: &PgPool) -> Option<i32> {
     .fetch_optional(pool)
     .await
     .unwrap()
-}
-
-/// Defines `sku` with stock through `base`.
-async fn product(client: &reqwest::Client, base: &str, sku: &str) {
-    let operator = token("olga", Role::Operator);
-    let defined = client
-        .post(format!("{base}/api/v1/products"))
-        .bearer_auth(&operator)
-        .json(&json!({"sku": sku, "name": "Widget", "unit_price": 100, "currency": "EUR"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(defined.status(), 201);
-    receipt(client, base, sku).await;
-}
-
-/// Defines the product no one stocks ([`UNSTOCKED`]) through `base`.
-async fn unstocked(client: &reqwest::Client, base: &str) {
-    let defined = client
-        .post(format!("{base}/api/v1/products"))
-        .bearer_auth(token("olga", Role::Operator))
-        .json(&json!({"sku": UNSTOCKED, "name": "Gadget", "unit_price": 100, "currency": "EUR"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(defined.status(), 201);
-}
-
-/// Receives 50 of `sku` through `base`; the position it reached.
-async fn receipt(client: &reqwest::Client, base: &str, sku: &str) -> i64 {
-    let operator = token("olga", Role::Operator);
-    let received = client
-        .post(format!("{base}/api/v1/inventory/{sku}/receipts"))
-        .bearer_auth(&operator)
-        .json(&json!({"quantity": 50}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(received.status(), 201);
-    let body: serde_json::Value = received.json().await.unwrap();
-    body["position"].as_i64().unwrap()
-}
-
-/// Places an order of `sku` through `base`.
-async fn order(client: &reqwest::Client, base: &str, customer: &str, sku: &str) {
-    let placed = client
-        .post(format!("{base}/api/v1/orders"))
-        .bearer_auth(token(customer, Role::Customer))
-        .json(&order_body(sku, 1))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(placed.status(), 202);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

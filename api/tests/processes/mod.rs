@@ -542,3 +542,56 @@ pub async fn orders_reach(pool: &PgPool, expected: usize, status: &str, limit: D
     })
     .await;
 }
+
+/// Defines `sku` with stock through `base`.
+pub async fn product(client: &reqwest::Client, base: &str, sku: &str) {
+    let operator = token("olga", Role::Operator);
+    let defined = client
+        .post(format!("{base}/api/v1/products"))
+        .bearer_auth(&operator)
+        .json(&json!({"sku": sku, "name": "Widget", "unit_price": 100, "currency": "EUR"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(defined.status(), 201);
+    receipt(client, base, sku).await;
+}
+
+/// Defines the product no one stocks ([`UNSTOCKED`]) through `base`.
+pub async fn unstocked(client: &reqwest::Client, base: &str) {
+    let defined = client
+        .post(format!("{base}/api/v1/products"))
+        .bearer_auth(token("olga", Role::Operator))
+        .json(&json!({"sku": UNSTOCKED, "name": "Gadget", "unit_price": 100, "currency": "EUR"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(defined.status(), 201);
+}
+
+/// Receives 50 of `sku` through `base`; the position it reached.
+pub async fn receipt(client: &reqwest::Client, base: &str, sku: &str) -> i64 {
+    let operator = token("olga", Role::Operator);
+    let received = client
+        .post(format!("{base}/api/v1/inventory/{sku}/receipts"))
+        .bearer_auth(&operator)
+        .json(&json!({"quantity": 50}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(received.status(), 201);
+    let body: serde_json::Value = received.json().await.unwrap();
+    body["position"].as_i64().unwrap()
+}
+
+/// Places an order of `sku` through `base`.
+pub async fn order(client: &reqwest::Client, base: &str, customer: &str, sku: &str) {
+    let placed = client
+        .post(format!("{base}/api/v1/orders"))
+        .bearer_auth(token(customer, Role::Customer))
+        .json(&order_body(sku, 1))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(placed.status(), 202);
+}
