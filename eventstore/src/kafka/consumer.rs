@@ -8,7 +8,7 @@ use futures::FutureExt;
 use rdkafka::admin::AdminClient;
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::OwnedMessage;
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 
@@ -25,6 +25,18 @@ pub const DEFAULT_MAX_POLL_INTERVAL_MS: u32 = 7000;
 
 /// The default `fetch.wait.max.ms`: low, for produce-to-consume latency.
 pub const DEFAULT_FETCH_WAIT_MAX_MS: u32 = 10;
+
+/// The pause after a receive error before receiving again: only keeps a
+/// burst of errors from spinning (librdkafka does the retrying).
+pub const ERROR_PAUSE: Duration = Duration::from_millis(50);
+
+/// librdkafka's `topic.metadata.refresh.interval.ms` for consumers. A
+/// group joins only the subscribed topics its metadata shows; after a
+/// broker came back without its data, a topic created again was noticed
+/// only at the next refresh (with 5 s, the read models caught up about
+/// 10 s after the broker's return). One small metadata request a second
+/// per consumer is cheap.
+pub const METADATA_REFRESH_MS: u32 = 1000;
 
 /// How long one topic-creation request may take.
 const TOPIC_TIMEOUT: Duration = Duration::from_secs(10);
@@ -84,13 +96,12 @@ impl ConsumerSettings {
 
     /// The librdkafka configuration of a member of `group_id`: manual
     /// offset commits, from the earliest offset when the group has none, no
-    /// partition-EOF events, topic metadata refreshed every 5 s (new topics
-    /// are noticed soon), no topic auto-creation, then
+    /// partition-EOF events, topic metadata refreshed every
+    /// [`METADATA_REFRESH_MS`], no topic auto-creation, then
     /// [`ConsumerSettings::properties`].
     fn client_config(&self, group_id: &str) -> ClientConfig {
-        let mut client = ClientConfig::new();
+        let mut client = super::client_config(&self.brokers);
         client
-            .set("bootstrap.servers", &self.brokers)
             .set("group.id", group_id)
             .set("enable.auto.commit", "false")
             .set("auto.offset.reset", "earliest")
@@ -101,7 +112,10 @@ impl ConsumerSettings {
                 self.max_poll_interval_ms.to_string(),
             )
             .set("fetch.wait.max.ms", self.fetch_wait_max_ms.to_string())
-            .set("topic.metadata.refresh.interval.ms", "5000")
+            .set(
+                "topic.metadata.refresh.interval.ms",
+                METADATA_REFRESH_MS.to_string(),
+            )
             // Topics are created with the configured partitions (by the
             // relay and [`EventConsumer::subscribe`]), never by a broker's
             // defaults because a consumer asked for one.
@@ -123,6 +137,10 @@ impl ConsumerSettings {
 pub struct EventConsumer {
     consumer: StreamConsumer,
     group_id: String,
+    /// The subscribed topics, created again when the broker forgot them.
+    topics: Vec<String>,
+    settings: ConsumerSettings,
+    admin: AdminClient<DefaultClientContext>,
 }
 
 impl EventConsumer {
@@ -140,13 +158,18 @@ impl EventConsumer {
         group_id: &str,
         topics: &[String],
     ) -> Result<EventConsumer, KafkaError> {
-        create_topics(settings, topics).await?;
+        let admin: AdminClient<DefaultClientContext> =
+            super::client_config(&settings.brokers).create()?;
+        create_topics(&admin, settings, topics).await?;
         let consumer: StreamConsumer = settings.client_config(group_id).create()?;
         let names: Vec<&str> = topics.iter().map(String::as_str).collect();
         consumer.subscribe(&names)?;
         Ok(EventConsumer {
             consumer,
             group_id: group_id.to_owned(),
+            topics: topics.to_vec(),
+            settings: settings.clone(),
+            admin,
         })
     }
 
@@ -156,18 +179,35 @@ impl EventConsumer {
     }
 
     /// Waits for one message, then takes whatever else is ready without
-    /// waiting, up to `max` messages in all (at least one). Receive errors
-    /// are logged and retried with [`Backoff`] (100 ms up to 5 s), so this
-    /// only returns with messages. Cancel-safe between messages.
+    /// waiting, up to `max` messages in all (at least one). Only returns
+    /// with messages.
+    ///
+    /// Receive errors (broker down, a rebalance) are reports: librdkafka
+    /// reconnects, rejoins and refreshes metadata by itself, so the loop
+    /// goes on receiving after [`ERROR_PAUSE`] rather than backing off. A
+    /// growing backoff here slept through the broker's return: after a
+    /// hard restart the read models caught up more than 15 s later (issue
+    /// 12, defect 8). When the broker says a subscribed topic is unknown
+    /// (it came back without its data), the consumer creates its topics
+    /// again at once, with the settings' partitions, rather than wait for
+    /// the relay's next event of that topic. Each distinct error is logged
+    /// once per call. Cancel-safe between messages.
     pub async fn recv_batch(&self, max: usize) -> Vec<OwnedMessage> {
-        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+        let mut seen: Vec<String> = Vec::new();
         let first = loop {
             match self.consumer.recv().await {
                 Ok(message) => break message.detach(),
                 Err(error) => {
-                    let delay = backoff.next();
-                    tracing::warn!(group = %self.group_id, %error, retry_in = ?delay, "receiving from kafka failed; retrying");
-                    tokio::time::sleep(delay).await;
+                    let text = error.to_string();
+                    if !seen.contains(&text) {
+                        tracing::warn!(group = %self.group_id, error = %text, "receiving from kafka failed; librdkafka retries");
+                        seen.push(text);
+                    }
+                    if error.rdkafka_error_code() == Some(RDKafkaErrorCode::UnknownTopicOrPartition)
+                    {
+                        self.create_missing_topics().await;
+                    }
+                    tokio::time::sleep(ERROR_PAUSE).await;
                 }
             }
         };
@@ -179,6 +219,25 @@ impl EventConsumer {
             }
         }
         batch
+    }
+
+    /// Creates the subscribed topics that are missing, once (a failure is
+    /// logged; the next "unknown topic" report tries again).
+    async fn create_missing_topics(&self) {
+        let created = topics::create_topics(
+            &self.admin,
+            &self.topics,
+            self.settings.partitions,
+            self.settings.replication,
+            TOPIC_TIMEOUT,
+        )
+        .await;
+        match created {
+            Ok(_) => tracing::info!(group = %self.group_id, "created the subscribed topics again"),
+            Err(error) => {
+                tracing::warn!(group = %self.group_id, %error, "cannot create the subscribed topics")
+            }
+        }
     }
 
     /// Commits, per partition, the offset after the last of `messages`
@@ -207,14 +266,15 @@ impl EventConsumer {
 }
 
 /// Creates the missing `topics`, retrying transient failures without end.
-async fn create_topics(settings: &ConsumerSettings, topics: &[String]) -> Result<(), KafkaError> {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", &settings.brokers)
-        .create()?;
+async fn create_topics(
+    admin: &AdminClient<DefaultClientContext>,
+    settings: &ConsumerSettings,
+    topics: &[String],
+) -> Result<(), KafkaError> {
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
     loop {
         let created = topics::create_topics(
-            &admin,
+            admin,
             topics,
             settings.partitions,
             settings.replication,

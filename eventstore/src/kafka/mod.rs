@@ -23,3 +23,20 @@ pub mod topics;
 
 pub use backoff::Backoff;
 pub use consumer::{ConsumerSettings, EventConsumer};
+
+/// librdkafka's `reconnect.backoff.max.ms` for every Fulcrum client: 1 s,
+/// not librdkafka's 10 s. While a broker is away the reconnect backoff
+/// doubles; with the default, a client could wait several seconds more
+/// after the broker was back before trying again (issue 12, defect 8).
+pub const RECONNECT_BACKOFF_MAX_MS: u32 = 1000;
+
+/// The base configuration of every Fulcrum Kafka client (producer,
+/// consumer, admin): `bootstrap.servers` and [`RECONNECT_BACKOFF_MAX_MS`].
+pub fn client_config(brokers: &str) -> rdkafka::ClientConfig {
+    let mut client = rdkafka::ClientConfig::new();
+    client.set("bootstrap.servers", brokers).set(
+        "reconnect.backoff.max.ms",
+        RECONNECT_BACKOFF_MAX_MS.to_string(),
+    );
+    client
+}

@@ -79,7 +79,6 @@ use std::time::Duration;
 
 use rdkafka::admin::AdminClient;
 use rdkafka::client::DefaultClientContext;
-use rdkafka::config::ClientConfig;
 use rdkafka::producer::FutureProducer;
 
 #[cfg(doc)]
@@ -123,8 +122,7 @@ impl Relay {
     pub fn new(store: EventStore, config: RelayConfig) -> Result<Self, RelayError> {
         config.validate()?;
         let producer = publish::producer(&config)?;
-        let admin = ClientConfig::new()
-            .set("bootstrap.servers", &config.brokers)
+        let admin = crate::kafka::client_config(&config.brokers)
             .set("client.id", "fulcrum-relay-admin")
             .create()
             .map_err(RelayError::Client)?;

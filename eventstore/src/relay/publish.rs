@@ -4,7 +4,6 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use rdkafka::config::ClientConfig;
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer, PurgeConfig};
 
@@ -174,9 +173,8 @@ impl Relay {
 /// out itself (`message.timeout.ms=0`); the relay keeps the deadline, see
 /// the [relay documentation](super).
 pub(super) fn producer(config: &RelayConfig) -> Result<FutureProducer, RelayError> {
-    let mut client = ClientConfig::new();
+    let mut client = crate::kafka::client_config(&config.brokers);
     client
-        .set("bootstrap.servers", &config.brokers)
         .set("client.id", "fulcrum-relay")
         .set("enable.idempotence", "true")
         .set("acks", "all")
