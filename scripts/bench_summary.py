@@ -42,6 +42,8 @@ def round_figures(directory, n):
             f[("raw_hot", w)] = num(r[2])
         elif r[0] == "100 events per append":
             f[("bulk_events", w)] = num(r[3])
+            if len(r) > 7 and r[7]:
+                f[("bulk_ceiling", w)] = num(r[7].split()[0])
     for r in rows(directory / f"command.{n}"):
         w = num(r[1])
         if r[0] == "PlaceOrder":
@@ -105,6 +107,8 @@ def main():
     print("| figure | median (min–max) |")
     print("|---|---:|")
     print(f"| events/s, 100 events per append, 8 writers | {spread(get(('bulk_events', 8.0)))} |")
+    print(f"| ... pgbench, 100 server-made rows per INSERT into Fulcrum's table, 8 clients, rows/s | {spread(get(('bulk_ceiling', 8.0)))} |")
+    print(f"| ... Fulcrum's bulk events/s ÷ that ceiling | {spread(ratio(('bulk_events', 8.0), ('bulk_ceiling', 8.0)), 2)} |")
     print(f"| one hot stream, raw appends, 32 writers, appends/s | {spread(get(('raw_hot', 32.0)))} |")
     print(f"| one hot SKU through the command layer, 32 clients, ok/s | {spread(get(('hot_sku', 32.0)))} |")
     print(f"| ... its conflicts/s | {spread(get(('hot_sku_conflicts', 32.0)), 1)} |")

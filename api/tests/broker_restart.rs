@@ -19,7 +19,7 @@ use eventstore::seal::SealKey;
 use eventstore::testing::{Broker, TestDb};
 use processes::{
     free_port, order, orders_reach, product, projections_caught_up, read_models_equal_a_clean_fold,
-    receipt, Deployment, Server,
+    receipt, Deployment, KafkaLog, Server,
 };
 
 const RESTARTS: usize = 3;
@@ -76,6 +76,25 @@ async fn read_models_and_sagas_catch_up_soon_after_a_hard_broker_restart() {
     }
     projections_caught_up(&db.pool, Duration::from_secs(30)).await;
     read_models_equal_a_clean_fold(&db.pool).await;
+    // The topics came back as Fulcrum creates them (whether the relay or a
+    // consumer re-created them), never with a broker's defaults.
+    let (brokers, prefix) = (deployment.brokers.clone(), deployment.prefix.clone());
+    let log = tokio::task::spawn_blocking(move || {
+        let mut log = KafkaLog::open(&brokers, &prefix);
+        log.read_to_end(Duration::from_secs(30));
+        log
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        log.partitions.len(),
+        eventstore::kafka::topics::AGGREGATES.len(),
+        "{:?}",
+        log.partitions
+    );
+    for (topic, partitions) in &log.partitions {
+        assert_eq!(*partitions, 3, "{topic} has {partitions} partitions");
+    }
     println!(
         "FIGURES broker restarts: read models caught up {:?} after the broker was back; the outage's orders confirmed {:?} after",
         read_models, sagas
