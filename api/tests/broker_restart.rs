@@ -56,7 +56,7 @@ async fn read_models_and_sagas_catch_up_soon_after_a_hard_broker_restart() {
         broker.kill(Duration::from_millis(500)).await;
         // The broker is away: the API still takes writes (the events
         // table is the outbox).
-        receipt(&client, &base, "SKU-1").await;
+        receipt(&client, &base, "SKU-1", 50).await;
         for n in 0..2 {
             order(&client, &base, &format!("customer-{restart}-{n}"), "SKU-1").await;
             orders += 1;

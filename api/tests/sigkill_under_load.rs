@@ -21,9 +21,9 @@ use api::auth::Role;
 use eventstore::seal::SealKey;
 use eventstore::testing::{Broker, TestDb};
 use processes::{
-    eventually, free_port, kafka_copies, money_matches_the_orders, order_body, orders_settle,
-    projections_caught_up, read_models_equal_a_clean_fold, stored_event_ids, token, Deployment,
-    Server,
+    define_product, eventually, free_port, kafka_copies, money_matches_the_orders, order_body,
+    orders_settle, projections_caught_up, read_models_equal_a_clean_fold, receipt,
+    stored_event_ids, token, Deployment, Server,
 };
 use serde_json::{json, Value};
 
@@ -118,22 +118,8 @@ async fn a_server_killed_under_load_keeps_every_answered_write_once_and_answers_
         .unwrap();
     let operator = token("olga", Role::Operator);
     for sku in SKUS {
-        let defined = client
-            .post(format!("{base}/api/v1/products"))
-            .bearer_auth(&operator)
-            .json(&json!({"sku": sku, "name": "Widget", "unit_price": 250, "currency": "EUR"}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(defined.status(), 201);
-        let received = client
-            .post(format!("{base}/api/v1/inventory/{sku}/receipts"))
-            .bearer_auth(&operator)
-            .json(&json!({"quantity": 1000}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(received.status(), 201);
+        define_product(&client, &base, sku, 250).await;
+        receipt(&client, &base, sku, 1000).await;
     }
 
     // When: concurrent clients write, and the server is killed mid-way.

@@ -17,9 +17,9 @@ use std::time::{Duration, Instant};
 use eventstore::seal::SealKey;
 use eventstore::testing::{Broker, TestDb};
 use processes::{
-    eventually, free_port, kafka_copies, order, orders_reach, product, projections_caught_up,
-    read_models_equal_a_clean_fold, receipt, stored_event_ids, unstocked, Deployment, KafkaLog,
-    Server, UNSTOCKED,
+    define_product, eventually, free_port, kafka_copies, order, orders_reach, product,
+    projections_caught_up, read_models_equal_a_clean_fold, receipt, stored_event_ids, Deployment,
+    KafkaLog, Server, UNSTOCKED,
 };
 use sqlx::PgPool;
 
@@ -69,7 +69,7 @@ async fn two_processes_with_every_role_put_each_event_on_kafka_exactly_once() {
         if n < 4 {
             product(&client, base, &sku).await;
         } else {
-            receipt(&client, base, &sku).await;
+            receipt(&client, base, &sku, 50).await;
         }
         order(&client, base, &format!("customer-{n}"), &sku).await;
     }
@@ -161,7 +161,7 @@ async fn when_the_relay_holder_is_killed_the_other_process_takes_over() {
     let client = reqwest::Client::new();
 
     // Writes through both, then the holder is killed mid-load.
-    unstocked(&client, &holder.base).await;
+    define_product(&client, &holder.base, UNSTOCKED, 100).await;
     for n in 0..8 {
         let base = if n % 2 == 0 {
             &holder.base
@@ -172,13 +172,13 @@ async fn when_the_relay_holder_is_killed_the_other_process_takes_over() {
         if n < 4 {
             product(&client, base, &sku).await;
         } else {
-            receipt(&client, base, &sku).await;
+            receipt(&client, base, &sku, 50).await;
         }
         order(&client, base, &format!("customer-{n}"), UNSTOCKED).await;
     }
     let killed = Instant::now();
     holder.kill();
-    let position = receipt(&client, &standby.base, "SKU-0").await;
+    let position = receipt(&client, &standby.base, "SKU-0", 50).await;
     let written_after_kill: String =
         sqlx::query_scalar("SELECT event_id::text FROM events WHERE position = $1")
             .bind(position)
@@ -207,7 +207,7 @@ async fn when_the_relay_holder_is_killed_the_other_process_takes_over() {
     .unwrap();
     for n in 8..12 {
         let sku = format!("SKU-{}", n % 4);
-        receipt(&client, &standby.base, &sku).await;
+        receipt(&client, &standby.base, &sku, 50).await;
         order(&client, &standby.base, &format!("customer-{n}"), UNSTOCKED).await;
     }
     orders_reach(&db.pool, 12, "cancelled", Duration::from_secs(90)).await;

@@ -543,39 +543,30 @@ pub async fn orders_reach(pool: &PgPool, expected: usize, status: &str, limit: D
     .await;
 }
 
-/// Defines `sku` with stock through `base`.
-pub async fn product(client: &reqwest::Client, base: &str, sku: &str) {
-    let operator = token("olga", Role::Operator);
-    let defined = client
-        .post(format!("{base}/api/v1/products"))
-        .bearer_auth(&operator)
-        .json(&json!({"sku": sku, "name": "Widget", "unit_price": 100, "currency": "EUR"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(defined.status(), 201);
-    receipt(client, base, sku).await;
-}
-
-/// Defines the product no one stocks ([`UNSTOCKED`]) through `base`.
-pub async fn unstocked(client: &reqwest::Client, base: &str) {
+/// Defines `sku` at `unit_price` (cents, EUR) through `base`.
+pub async fn define_product(client: &reqwest::Client, base: &str, sku: &str, unit_price: i64) {
     let defined = client
         .post(format!("{base}/api/v1/products"))
         .bearer_auth(token("olga", Role::Operator))
-        .json(&json!({"sku": UNSTOCKED, "name": "Gadget", "unit_price": 100, "currency": "EUR"}))
+        .json(&json!({"sku": sku, "name": "Widget", "unit_price": unit_price, "currency": "EUR"}))
         .send()
         .await
         .unwrap();
     assert_eq!(defined.status(), 201);
 }
 
-/// Receives 50 of `sku` through `base`; the position it reached.
-pub async fn receipt(client: &reqwest::Client, base: &str, sku: &str) -> i64 {
-    let operator = token("olga", Role::Operator);
+/// Defines `sku` at 100 with 50 in stock through `base`.
+pub async fn product(client: &reqwest::Client, base: &str, sku: &str) {
+    define_product(client, base, sku, 100).await;
+    receipt(client, base, sku, 50).await;
+}
+
+/// Receives `quantity` of `sku` through `base`; the position it reached.
+pub async fn receipt(client: &reqwest::Client, base: &str, sku: &str, quantity: i64) -> i64 {
     let received = client
         .post(format!("{base}/api/v1/inventory/{sku}/receipts"))
-        .bearer_auth(&operator)
-        .json(&json!({"quantity": 50}))
+        .bearer_auth(token("olga", Role::Operator))
+        .json(&json!({"quantity": quantity}))
         .send()
         .await
         .unwrap();

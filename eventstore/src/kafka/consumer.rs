@@ -137,9 +137,11 @@ impl ConsumerSettings {
 pub struct EventConsumer {
     consumer: StreamConsumer,
     group_id: String,
-    /// The subscribed topics, created again when the broker forgot them.
+    /// The subscribed topics, created again (with `partitions` and
+    /// `replication`) when the broker forgot them.
     topics: Vec<String>,
-    settings: ConsumerSettings,
+    partitions: i32,
+    replication: i32,
     admin: AdminClient<DefaultClientContext>,
 }
 
@@ -168,7 +170,8 @@ impl EventConsumer {
             consumer,
             group_id: group_id.to_owned(),
             topics: topics.to_vec(),
-            settings: settings.clone(),
+            partitions: settings.partitions,
+            replication: settings.replication,
             admin,
         })
     }
@@ -227,8 +230,8 @@ impl EventConsumer {
         let created = topics::create_topics(
             &self.admin,
             &self.topics,
-            self.settings.partitions,
-            self.settings.replication,
+            self.partitions,
+            self.replication,
             TOPIC_TIMEOUT,
         )
         .await;

@@ -92,6 +92,11 @@ impl RelayConfig {
         topic_for(&self.topic_prefix, stream_type)
     }
 
+    /// The topic of every known aggregate ([`AGGREGATES`]) under this prefix.
+    pub fn all_topics(&self) -> Vec<String> {
+        AGGREGATES.iter().map(|a| self.topic_for(a)).collect()
+    }
+
     pub(super) fn validate(&self) -> Result<(), RelayError> {
         let invalid = |what: &str| Err(RelayError::InvalidConfig(what.to_owned()));
         if self.brokers.trim().is_empty() {
@@ -109,8 +114,7 @@ impl RelayConfig {
         if self.message_timeout < Duration::from_millis(1) {
             return invalid("message_timeout must be at least 1 ms");
         }
-        for aggregate in AGGREGATES {
-            let topic = self.topic_for(aggregate);
+        for topic in self.all_topics() {
             if !is_valid_topic(&topic) {
                 return invalid(&format!("topic prefix makes the invalid topic {topic:?}"));
             }

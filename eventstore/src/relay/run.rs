@@ -12,7 +12,7 @@ use rdkafka::producer::Producer;
 
 use super::outbox::{Fill, Outbox, Outgoing};
 use super::{pause, Relay, RelayError};
-use crate::kafka::topics::{self, TopicError, AGGREGATES};
+use crate::kafka::topics::{self, TopicError};
 use crate::kafka::Backoff;
 use crate::subscribe::SubscribeOptions;
 use crate::{load_checkpoint, save_checkpoint};
@@ -66,10 +66,7 @@ impl Relay {
         backoff: &mut Backoff,
         shutdown: &mut (impl Future<Output = ()> + Unpin),
     ) -> Result<Step, RelayError> {
-        let startup: Vec<String> = AGGREGATES
-            .iter()
-            .map(|a| self.config.topic_for(a))
-            .collect();
+        let startup = self.config.all_topics();
         loop {
             match self.create_topics(&startup).await {
                 Ok(()) => return Ok(Step::Next),
@@ -206,8 +203,7 @@ impl Relay {
         if missing.is_empty() {
             return Ok(());
         }
-        for aggregate in AGGREGATES {
-            let topic = self.config.topic_for(aggregate);
+        for topic in self.config.all_topics() {
             if !self.topics.contains(&topic) && !missing.contains(&topic) {
                 missing.push(topic);
             }
