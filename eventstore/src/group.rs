@@ -41,6 +41,9 @@ pub const MAX_GROUP_BYTES: usize = 4 * 1024 * 1024;
 /// is formed and written.
 pub const GROUP_PIPELINES: usize = 3;
 
+/// How long a writer keeps its connection while no append comes.
+const HOLD_IDLE: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// The per-stream head cache the store and the writer share.
 pub(crate) type Heads = moka::sync::Cache<String, StreamHead>;
 
@@ -150,18 +153,29 @@ impl Writer {
     /// again. While it writes, another pipeline forms and writes the next
     /// group, so one group's commit overlaps the next one's work.
     async fn run(self: Arc<Self>) {
-        // Kept while appends keep coming, returned to the pool when idle.
+        // Kept while appends keep coming, returned to the pool once none
+        // came for HOLD_IDLE, so a small pool is not held by writers with
+        // nothing to do. Not returned between groups: the pool pings every
+        // connection it hands out, a round trip that each group would pay.
         let mut conn: Option<PoolConnection<Postgres>> = None;
         loop {
-            let Some(group) = self.form().await else {
+            let group = if conn.is_some() {
+                // `form` is cancel-safe: it awaits only the queue's lock
+                // and its receiver, and takes nothing before either.
+                match tokio::time::timeout(HOLD_IDLE, self.form()).await {
+                    Ok(group) => group,
+                    Err(_) => {
+                        conn = None;
+                        self.form().await
+                    }
+                }
+            } else {
+                self.form().await
+            };
+            let Some(group) = group else {
                 return;
             };
             self.write(&mut conn, group).await;
-            if self.queued.load(Ordering::Relaxed) == 0 {
-                // Idle: give the connection back before waiting, so a
-                // small pool is not held by writers with nothing to do.
-                conn = None;
-            }
         }
     }
 
