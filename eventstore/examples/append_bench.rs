@@ -20,6 +20,10 @@ use serde_json::json;
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, Connection};
 
+/// The allocator the `fulcrum` binary uses.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const DB: &str = "fulcrum_bench";
 
 #[derive(Clone, Copy)]
