@@ -46,11 +46,15 @@ def round_figures(directory, n):
                 f[("bulk_ceiling", w)] = num(r[7].split()[0])
     for r in rows(directory / f"command.{n}"):
         w = num(r[1])
+        # The last column (CPU µs per command) is missing in older runs.
+        cpu = num(r[9]) if len(r) > 9 and r[9] else None
         if r[0] == "PlaceOrder":
             f[("http", w)] = num(r[2])
             f[("http_p99", w)] = num(r[5])
+            f[("http_cpu", w)] = cpu
         elif r[0] == "PlaceOrder in-process":
             f[("inproc", w)] = num(r[2])
+            f[("inproc_cpu", w)] = cpu
         elif r[0].startswith("stock receipt, one hot SKU"):
             f[("hot_sku", w)] = num(r[2])
             f[("hot_sku_conflicts", w)] = num(r[3])
@@ -114,6 +118,12 @@ def main():
     print(f"| ... its conflicts/s | {spread(get(('hot_sku_conflicts', 32.0)), 1)} |")
     print(f"| cqrs-es, one hot stream, 32 writers, commands/s | {spread(get(('peer_hot', 32.0)))} |")
     print(f"| single append, 1 writer, p99 ms | {spread(get(('raw_p99', 1.0)), 2)} |")
+    print()
+    print("CPU time of the whole machine per successful command, µs (steal excluded):\n")
+    print("| writers | in-process | over HTTP |")
+    print("|---:|---:|---:|")
+    for w in (1.0, 8.0, 32.0):
+        print(f"| {w:.0f} | {spread(get(('inproc_cpu', w)))} | {spread(get(('http_cpu', w)))} |")
 
 
 if __name__ == "__main__":
