@@ -16,8 +16,11 @@ use std::time::{Duration, Instant};
 
 use api::auth::{mint_hs256, Authenticator, JwtConfig, Role};
 use api::{AppState, Application};
+use bytes::Bytes;
 use commands::{CommandContext, CommandHandler, OrderRequest, RequestedLine};
 use eventstore::{db, EventStore, ExpectedVersion, NewEvent};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
 use serde_json::json;
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, Connection};
@@ -163,7 +166,7 @@ async fn main() -> anyhow::Result<()> {
         let tokens: Vec<String> = (0..clients)
             .map(|c| mint(&format!("customer-{c}"), Role::Customer))
             .collect();
-        let s = http_load(&client, &base, &tokens, duration, |c, n| {
+        let s = http_load(&base, &tokens, duration, |c, n| {
             let body = json!({
                 "lines": [{"sku": format!("SKU-{}", (c + n) % 10), "quantity": 1 + n % 3}],
                 "shipping_address": {"name": "Bench", "line1": "1 Main St", "city": "Berlin", "postal_code": "10115", "country": "DE"},
@@ -195,7 +198,7 @@ async fn main() -> anyhow::Result<()> {
         );
     }
     let tokens: Vec<String> = (0..32).map(|_| operator.clone()).collect();
-    let s = http_load(&client, &base, &tokens, duration, |_, _| {
+    let s = http_load(&base, &tokens, duration, |_, _| {
         (
             "/api/v1/inventory/SKU-0/receipts".to_owned(),
             json!({"quantity": 1}),
@@ -271,29 +274,31 @@ async fn in_process(handler: &CommandHandler, clients: usize, duration: Duration
 /// must repeat with this period in `n`).
 const PERIOD: usize = 30;
 
-/// Each client posts back to back until the time is up. The requests are
-/// made and serialized before the clock starts, so that the load
-/// generator, which shares the CPUs, spends as little of them as it can.
+/// Each client posts back to back until the time is up, on a keep-alive
+/// connection of its own (one HTTP/1.1 connection per client, opened again
+/// if the server closes it). The requests are made and serialized before
+/// the clock starts, and sent through hyper's bare connection rather than
+/// a pooling client, so that the load generator, which shares the CPUs
+/// with the server and Postgres, spends as little of them as it can.
 async fn http_load(
-    client: &reqwest::Client,
     base: &str,
     tokens: &[String],
     duration: Duration,
     request: impl Fn(usize, usize) -> (String, serde_json::Value),
 ) -> Summary {
-    let prepared: Vec<Vec<(reqwest::Url, &'static [u8])>> = (0..tokens.len())
+    let authority = base.trim_start_matches("http://").to_owned();
+    let prepared: Vec<Vec<(http::Uri, Bytes)>> = (0..tokens.len())
         .map(|c| {
             (0..PERIOD)
                 .map(|n| {
                     let (path, body) = request(c, n);
-                    let url = reqwest::Url::parse(&format!("{base}{path}")).unwrap();
-                    let body: &'static [u8] = serde_json::to_vec(&body).unwrap().leak();
-                    (url, body)
+                    let uri = http::Uri::try_from(path).unwrap();
+                    (uri, Bytes::from(serde_json::to_vec(&body).unwrap()))
                 })
                 .collect()
         })
         .collect();
-    let authorization: Vec<reqwest::header::HeaderValue> = tokens
+    let authorization: Vec<http::HeaderValue> = tokens
         .iter()
         .map(|t| format!("Bearer {t}").parse().unwrap())
         .collect();
@@ -304,27 +309,22 @@ async fn http_load(
         .into_iter()
         .zip(authorization)
         .map(|(requests, authorization)| {
-            let client = client.clone();
+            let authority = authority.clone();
             tokio::spawn(async move {
                 let mut tally = Tally::default();
                 let mut n = 0;
+                let mut sender = None;
                 while Instant::now() < deadline {
-                    let (url, body) = &requests[n % PERIOD];
+                    let (uri, body) = &requests[n % PERIOD];
                     n += 1;
                     let t = Instant::now();
-                    let response = client
-                        .post(url.clone())
-                        .header(reqwest::header::AUTHORIZATION, authorization.clone())
-                        .header(reqwest::header::CONTENT_TYPE, "application/json")
-                        .body(*body)
-                        .send()
-                        .await;
-                    match response.map(|r| r.status().as_u16()) {
-                        Ok(200..=299) => {
+                    let status = post(&mut sender, &authority, uri, &authorization, body).await;
+                    match status {
+                        Some(200..=299) => {
                             tally.latencies.push(t.elapsed());
                             tally.ok += 1;
                         }
-                        Ok(409) => tally.conflicts += 1,
+                        Some(409) => tally.conflicts += 1,
                         _ => tally.other += 1,
                     }
                 }
@@ -341,6 +341,50 @@ async fn http_load(
         start.elapsed().as_secs_f64(),
         cpu_seconds() - cpu_start,
     )
+}
+
+type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
+
+/// One POST on `sender`'s connection (opened first if there is none):
+/// the answer's status once its body is read, `None` on a network error
+/// (the connection is then dropped).
+async fn post(
+    sender: &mut Option<Sender>,
+    authority: &str,
+    uri: &http::Uri,
+    authorization: &http::HeaderValue,
+    body: &Bytes,
+) -> Option<u16> {
+    if sender.as_ref().is_none_or(|s| s.is_closed()) {
+        let stream = tokio::net::TcpStream::connect(authority).await.ok()?;
+        stream.set_nodelay(true).ok()?;
+        let (s, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .ok()?;
+        tokio::spawn(connection);
+        *sender = Some(s);
+    }
+    let s = sender.as_mut()?;
+    let request = http::Request::post(uri)
+        .header(http::header::HOST, authority)
+        .header(http::header::AUTHORIZATION, authorization)
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(Full::new(body.clone()))
+        .ok()?;
+    let answered = async {
+        s.ready().await?;
+        let response = s.send_request(request).await?;
+        let status = response.status().as_u16();
+        response.into_body().collect().await?;
+        Ok::<_, hyper::Error>(status)
+    };
+    match answered.await {
+        Ok(status) => Some(status),
+        Err(_) => {
+            *sender = None;
+            None
+        }
+    }
 }
 
 /// The event store's raw rate: one event per append, a new stream each.
