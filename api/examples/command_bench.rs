@@ -125,9 +125,8 @@ async fn main() -> anyhow::Result<()> {
     let app = Application::with_state(state, "127.0.0.1:0".parse()?).await?;
     let base = format!("http://{}", app.local_addr()?);
     tokio::spawn(app.run_until_stopped());
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(64)
-        .build()?;
+    // Only to define the products; the load has its own connections.
+    let client = reqwest::Client::new();
     let mint = |sub: &str, role| {
         mint_hs256(
             SECRET.as_bytes(),

@@ -4,17 +4,17 @@
 
 use std::time::Duration;
 
-/// mimalloc, not the system allocator: a request allocates and frees many
-/// small buffers across threads, which glibc's malloc spends about a tenth
-/// of the server's CPU on (README, "Benchmarks").
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 use api::auth::{mint_hs256, parse_ttl, JwtConfig, Role};
 use api::{Application, DatabaseConfig, ServeConfig};
 use clap::{Parser, Subcommand};
 use projections::status::OnError;
 use projections::{Progress, Projection, Rebuild};
+
+/// mimalloc, not the system allocator: a request allocates and frees many
+/// small buffers across threads, which glibc's malloc spends about a tenth
+/// of the server's CPU on (README, "Benchmarks").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Debug, Parser)]
 #[command(name = "fulcrum", version, about = "Event-sourced order backend")]
