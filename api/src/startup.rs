@@ -349,9 +349,15 @@ fn spawn_saga(
     );
     let sagas = saga::SagaStore::new(background.store.clone());
     let commands = background.commands.clone();
-    let webhook = saga::webhook::run(sagas.clone(), commands.clone(), callbacks, stopped());
-    let orchestrator =
-        Orchestrator::new(sagas, commands, gateway, config, background.metrics.saga());
+    let orchestrator = Orchestrator::new(
+        sagas.clone(),
+        commands.clone(),
+        gateway,
+        config,
+        background.metrics.saga(),
+    );
+    let local = Some(orchestrator.local_facts());
+    let webhook = saga::webhook::run(sagas, commands, callbacks, local, stopped());
     let stop = stopped();
     tasks.spawn(async move {
         let webhook = tokio::spawn(webhook);

@@ -18,7 +18,7 @@ use serde_json::{json, Value};
 use tokio::sync::oneshot;
 
 use crate::repository::{Loaded, Repository};
-use crate::{CommandContext, CommandError, Outcome};
+use crate::{Appended, CommandContext, CommandError, Outcome};
 
 /// Settings of command execution.
 #[derive(Debug, Clone, Copy)]
@@ -226,7 +226,7 @@ impl<A: Aggregate> Executor<A> {
                 continue;
             }
             if events.is_empty() {
-                return answer(jobs, decisions, stream_id, &loaded, 0);
+                return answer(jobs, decisions, stream_id, &loaded, &[]);
             }
             let expected = ExpectedVersion::Exact(loaded.version);
             match self
@@ -242,7 +242,7 @@ impl<A: Aggregate> Executor<A> {
                     });
                     self.remembered(stream_id, loaded.version, after.clone())
                         .await;
-                    return answer(jobs, decisions, stream_id, &after, events.len());
+                    return answer(jobs, decisions, stream_id, &after, &events);
                 }
                 Err(error) if error.is_conflict() => {
                     self.repository.forget(stream_id).await;
@@ -363,6 +363,7 @@ impl<A: Aggregate> Executor<A> {
             appended: new_events.len(),
             replayed: false,
             reply: job.reply.clone(),
+            events: Appended::all(stream_id, version, &new_events),
         };
         let stored =
             serde_json::to_value(&outcome).map_err(|e| StoreError::Corrupt(e.to_string()))?;
@@ -416,12 +417,12 @@ impl<A: Aggregate> Drop for RetireOnPanic<'_, A> {
     }
 }
 
-/// Each job's decision, all accepted events (with their command's metadata),
-/// and the state after them.
+/// Each job's decision (how many events it added), all accepted events
+/// (with their command's metadata), and the state after them.
 fn decide_all<A: Aggregate>(
     loaded: &Loaded<A>,
     jobs: &[Job<A>],
-) -> (Vec<Result<(), DomainError>>, Vec<NewEvent>, A) {
+) -> (Vec<Result<usize, DomainError>>, Vec<NewEvent>, A) {
     let mut state = loaded.state.clone();
     let mut decisions = Vec::with_capacity(jobs.len());
     let mut events = Vec::new();
@@ -430,7 +431,7 @@ fn decide_all<A: Aggregate>(
             Ok(decided) => {
                 events.extend(to_new_events(&decided, &job.context));
                 state = decided.iter().fold(state, |s, e| s.evolve(e));
-                decisions.push(Ok(()));
+                decisions.push(Ok(decided.len()));
             }
             Err(error) => decisions.push(Err(error)),
         }
@@ -449,21 +450,25 @@ fn to_new_events<E: DomainEvent>(events: &[E], context: &CommandContext) -> Vec<
         .collect()
 }
 
+/// Answers each job of a batch that appended `events` (ending at `at`):
+/// with its decision, and the events that were its own.
 fn answer<A: Aggregate>(
     jobs: Vec<Job<A>>,
-    decisions: Vec<Result<(), DomainError>>,
+    decisions: Vec<Result<usize, DomainError>>,
     stream_id: &str,
     at: &Loaded<A>,
-    appended: usize,
+    events: &[NewEvent],
 ) {
+    let mut appended = Appended::all(stream_id, at.version, events).into_iter();
     for (job, decision) in jobs.into_iter().zip(decisions) {
-        let result = decision.map_err(CommandError::from).map(|()| Outcome {
+        let result = decision.map_err(CommandError::from).map(|own| Outcome {
             stream_id: stream_id.to_owned(),
             version: at.version,
             position: at.position,
-            appended,
+            appended: events.len(),
             replayed: false,
             reply: job.reply,
+            events: appended.by_ref().take(own).collect(),
         });
         let _ = job.answer.send(result);
     }

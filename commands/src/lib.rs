@@ -20,6 +20,7 @@ pub use repository::{Loaded, Repository, SNAPSHOT_SCHEMA};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use uuid::Uuid;
 
 /// Where a carried-out command left its stream.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -38,4 +39,46 @@ pub struct Outcome {
     pub replayed: bool,
     /// What the caller asked to answer its client with (stored under the idempotency key).
     pub reply: Value,
+    /// The events this call appended, in stream order (empty for a no-op
+    /// or a replay). Not stored under the idempotency key: a process that
+    /// caused them may react to them at once instead of waiting for their
+    /// copy from Kafka (which its consumers then drop as a duplicate).
+    #[serde(skip)]
+    pub events: Vec<Appended>,
+}
+
+/// An event a command appended, as its caller learns of it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Appended {
+    /// The event's id.
+    pub event_id: Uuid,
+    /// Its stream.
+    pub stream_id: String,
+    /// Its version in the stream.
+    pub version: u64,
+    /// Its type name.
+    pub event_type: String,
+    /// The schema version of `data`.
+    pub schema_version: u32,
+    /// The payload.
+    pub data: Value,
+}
+
+impl Appended {
+    /// `events` as appended to `stream_id`, the last of them at `version`.
+    pub fn all(stream_id: &str, version: u64, events: &[eventstore::NewEvent]) -> Vec<Appended> {
+        let first = version + 1 - events.len() as u64;
+        events
+            .iter()
+            .zip(first..)
+            .map(|(event, version)| Appended {
+                event_id: event.event_id,
+                stream_id: stream_id.to_owned(),
+                version,
+                event_type: event.event_type.clone(),
+                schema_version: event.schema_version,
+                data: event.data.clone(),
+            })
+            .collect()
+    }
 }

@@ -378,3 +378,53 @@ async fn many_concurrent_appends_to_new_and_shared_streams_keep_every_stream_con
         .unwrap();
     assert_eq!(total, 640);
 }
+
+/// On a database whose `streams` table was never analyzed (every new
+/// deployment, until autovacuum's first ANALYZE), a group of many appends
+/// reads its heads by primary key: the planner once hashed the whole table
+/// for them on every batch.
+#[tokio::test]
+async fn a_group_reads_its_heads_by_key_on_a_never_analyzed_table() {
+    let db = TestDb::new().await;
+    let pool = db.store().pool().clone();
+    sqlx::query("ALTER TABLE streams SET (autovacuum_enabled = false)")
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO streams (stream_id, stream_type, version, last_hash, last_tx_id)
+         SELECT 'probe-' || g, 'probe', 1, '\\x00', 1 FROM generate_series(1, 50000) g",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let mut tx = pool.begin().await.unwrap();
+    // 200 appends of one event each, to existing streams, as a busy group.
+    let ok: i64 = sqlx::query_scalar(
+        "WITH a AS (SELECT g FROM generate_series(1, 200) g)
+         SELECT count(*) FILTER (WHERE outcome = 'ok') FROM fulcrum_append_group(
+           (SELECT array_agg('probe-' || (g * 7)) FROM a), (SELECT array_agg('probe'::text) FROM a),
+           (SELECT array_agg(NULL::bigint) FROM a), (SELECT array_agg(1::bigint) FROM a),
+           (SELECT array_agg('\\x00'::bytea) FROM a), (SELECT array_agg(g::int) FROM a),
+           (SELECT array_agg(now()) FROM a), (SELECT array_agg(1) FROM a),
+           (SELECT array_agg(g::int) FROM a), (SELECT array_agg(2::bigint) FROM a),
+           (SELECT array_agg(gen_random_uuid()) FROM a), (SELECT array_agg('Counted'::text) FROM a),
+           (SELECT array_agg(1) FROM a), (SELECT array_agg('{}'::jsonb) FROM a),
+           (SELECT array_agg('{}'::jsonb) FROM a), (SELECT array_agg('\\x01'::bytea) FROM a))",
+    )
+    .fetch_one(&mut *tx)
+    .await
+    .unwrap();
+    assert_eq!(ok, 200, "every append of the group was written");
+    let (seq_scans, index_scans): (i64, i64) = sqlx::query_as(
+        "SELECT seq_scan, idx_scan FROM pg_stat_xact_user_tables WHERE relname = 'streams'",
+    )
+    .fetch_one(&mut *tx)
+    .await
+    .unwrap();
+    assert_eq!(
+        seq_scans, 0,
+        "no full scan of streams ({index_scans} index scans)"
+    );
+    tx.rollback().await.unwrap();
+}

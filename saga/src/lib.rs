@@ -23,6 +23,6 @@ pub mod webhook;
 
 pub use config::SagaConfig;
 pub use error::SagaError;
-pub use orchestrator::{Orchestrator, SagaProbe};
+pub use orchestrator::{LocalFacts, Orchestrator, SagaProbe};
 pub use steps::payment_key;
 pub use store::{stream_id, Cause, Changed, SagaStore};

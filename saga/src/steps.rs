@@ -3,7 +3,7 @@
 //! repeat: the gateway is idempotent by key, and commands by their
 //! deterministic id.
 
-use commands::{CausedBy, CommandHandler, ProcessCommand};
+use commands::{Appended, CausedBy, CommandHandler, ProcessCommand};
 use domain::order::OrderCommand;
 use domain::saga::{Saga, Step};
 use domain::{InventoryCommand, PaymentCommand, ShipmentCommand};
@@ -18,8 +18,10 @@ pub fn payment_key(order_id: Uuid) -> String {
     format!("pay-{order_id}")
 }
 
-/// Carries out attempt `command_id` of `step` of `saga`; the error text is
-/// recorded as the attempt's failure.
+/// Carries out attempt `command_id` of `step` of `saga`: the events its
+/// command appended (none for the authorisation, whose answer comes
+/// later, nor for a repeat answered from the command's first outcome).
+/// The error text is recorded as the attempt's failure.
 pub async fn perform(
     commands: &CommandHandler,
     gateway: &dyn PaymentGateway,
@@ -27,7 +29,7 @@ pub async fn perform(
     saga: &Saga,
     step: &Step,
     cause: &CausedBy,
-) -> Result<(), String> {
+) -> Result<Vec<Appended>, String> {
     let order_id = saga.order_id;
     let payment = &saga.payment;
     let authorization = || {
@@ -62,7 +64,11 @@ pub async fn perform(
                 payment_method: saga.payment_method.clone(),
             };
             // The answer arrives later, through the gateway's callback.
-            return gateway.authorize(&request).await.map_err(|e| e.to_string());
+            return gateway
+                .authorize(&request)
+                .await
+                .map(|()| Vec::new())
+                .map_err(|e| e.to_string());
         }
         Step::RequestShipment => {
             let address = saga
@@ -149,7 +155,7 @@ pub async fn perform(
     commands
         .dispatch(command, cause)
         .await
-        .map(|_| ())
+        .map(|outcome| outcome.events)
         .map_err(|e| e.to_string())
 }
 

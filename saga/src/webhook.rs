@@ -8,7 +8,7 @@
 use std::future::Future;
 use std::pin::pin;
 
-use commands::{CausedBy, CommandHandler, ProcessCommand};
+use commands::{Appended, CausedBy, CommandHandler, ProcessCommand};
 use domain::saga::Step;
 use domain::{PaymentCommand, Saga};
 use futures::FutureExt;
@@ -16,16 +16,16 @@ use tokio::sync::mpsc::UnboundedReceiver;
 use uuid::Uuid;
 
 use crate::gateway::{Callback, GatewayAnswer};
-use crate::{SagaError, SagaStore};
+use crate::{LocalFacts, SagaError, SagaStore};
 
 /// Records `answer` to the authorisation `key` of `saga`'s order on its
-/// payment stream.
+/// payment stream: the events appended (none when it was recorded before).
 pub async fn record(
     commands: &CommandHandler,
     saga: &Saga,
     key: &str,
     answer: &GatewayAnswer,
-) -> Result<(), SagaError> {
+) -> Result<Vec<Appended>, SagaError> {
     let order_id = saga.order_id;
     let (name, command) = match answer {
         GatewayAnswer::Approved { authorization_id } => (
@@ -60,20 +60,23 @@ pub async fn record(
         actor: "payment-gateway".into(),
         traceparent: None,
     };
-    commands
+    let outcome = commands
         .dispatch(ProcessCommand::Payment { order_id, command }, &cause)
         .await?;
-    Ok(())
+    Ok(outcome.events)
 }
 
 /// Records every callback from `callbacks` until `shutdown` resolves or the
-/// gateway goes away. A callback whose saga cannot be read, or whose
-/// answer cannot be recorded for now, is retried a few times; after that
-/// the payment step's deadline asks the gateway again.
+/// gateway goes away, and reports what it recorded to `local` (this
+/// process's orchestrator, if it runs one), so that the saga goes on at
+/// once. A callback whose saga cannot be read, or whose answer cannot be
+/// recorded for now, is retried a few times; after that the payment
+/// step's deadline asks the gateway again.
 pub async fn run(
     sagas: SagaStore,
     commands: CommandHandler,
     mut callbacks: UnboundedReceiver<Callback>,
+    local: Option<LocalFacts>,
     shutdown: impl Future<Output = ()>,
 ) {
     let mut shutdown = pin!(shutdown.fuse());
@@ -87,11 +90,17 @@ pub async fn run(
         };
         let sagas = sagas.clone();
         let commands = commands.clone();
-        tokio::spawn(async move { deliver(&sagas, &commands, callback).await });
+        let local = local.clone();
+        tokio::spawn(async move { deliver(&sagas, &commands, local, callback).await });
     }
 }
 
-async fn deliver(sagas: &SagaStore, commands: &CommandHandler, callback: Callback) {
+async fn deliver(
+    sagas: &SagaStore,
+    commands: &CommandHandler,
+    local: Option<LocalFacts>,
+    callback: Callback,
+) {
     let mut backoff = eventstore::kafka::Backoff::new(
         std::time::Duration::from_millis(50),
         std::time::Duration::from_secs(2),
@@ -102,17 +111,23 @@ async fn deliver(sagas: &SagaStore, commands: &CommandHandler, callback: Callbac
             if !saga.state.started {
                 return Err(SagaError::Domain(domain::DomainError::not_found("saga")));
             }
-            record(
+            let recorded = record(
                 commands,
                 &saga.state,
                 &callback.idempotency_key,
                 &callback.answer,
             )
-            .await
+            .await?;
+            Ok((saga.state.correlation_id.clone(), recorded))
         }
         .await;
         match result {
-            Ok(()) => return,
+            Ok((correlation_id, recorded)) => {
+                if let Some(local) = &local {
+                    local.report(callback.order_id, &correlation_id, recorded);
+                }
+                return;
+            }
             Err(error) => {
                 tracing::warn!(order_id = %callback.order_id, %error, "recording a gateway callback failed; retrying");
                 tokio::time::sleep(backoff.next()).await;

@@ -13,9 +13,10 @@ use eventstore::kafka::ConsumerSettings;
 use eventstore::relay::RelayConfig;
 use projections::worker::ProjectorConfig;
 use projections::Projection;
-use saga::gateway::{PgBooks, SandboxConfig, SandboxGateway};
+use saga::gateway::{Callback, PgBooks, SandboxConfig, SandboxGateway};
 use saga::{Orchestrator, SagaConfig, SagaError, SagaProbe};
 use serde_json::{json, Value};
+use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
@@ -43,6 +44,10 @@ pub struct System {
     pub gateway: Arc<SandboxGateway>,
     stop: watch::Sender<bool>,
     orchestrators: Vec<Running>,
+    /// The gateway's callbacks, until the first orchestrator starts: then
+    /// the webhook starts too, reporting what it records to that
+    /// orchestrator (as `fulcrum serve` wires its one orchestrator).
+    callbacks: Option<UnboundedReceiver<Callback>>,
 }
 
 impl System {
@@ -72,6 +77,7 @@ impl System {
             gateway,
             stop,
             orchestrators: Vec::new(),
+            callbacks: Some(callbacks),
         };
         let store = system.app.state.store.clone();
         let relay = RelayConfig::new(brokers()).with_topic_prefix(&system.prefix);
@@ -89,13 +95,6 @@ impl System {
                 store, projection, config, probe, stopped,
             ));
         }
-        let webhook = saga::webhook::run(
-            system.app.state.sagas.clone(),
-            system.app.state.commands.clone(),
-            callbacks,
-            system.stopped(),
-        );
-        tokio::spawn(webhook);
         for _ in 0..orchestrators {
             // They count on the system's registry (served at `/metrics`).
             system.start_orchestrator(system.app.state.metrics.saga());
@@ -148,6 +147,15 @@ impl System {
                 () = all => {}
             }
         };
+        if let Some(callbacks) = self.callbacks.take() {
+            tokio::spawn(saga::webhook::run(
+                self.app.state.sagas.clone(),
+                self.app.state.commands.clone(),
+                callbacks,
+                Some(orchestrator.local_facts()),
+                self.stopped(),
+            ));
+        }
         let handle = tokio::spawn(orchestrator.run(stopped));
         self.orchestrators.push((stop, handle));
         self.orchestrators.len() - 1

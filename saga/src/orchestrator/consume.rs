@@ -81,8 +81,19 @@ impl Orchestrator {
         stopping: &watch::Receiver<bool>,
     ) -> Result<(), SagaError> {
         let mut backoff = Backoff::new(self.config.retry_min, self.config.retry_max);
+        let delivery = [Delivery {
+            source: SourceRef {
+                event_id: event.event_id,
+                stream_id: event.stream_id.clone(),
+                version: event.version,
+                event_type: event.event_type.clone(),
+            },
+            input,
+        }];
+        let mut cause = Cause::saga(event.event_id.to_string());
+        cause.correlation_id = text(&event.metadata, "correlation_id");
         loop {
-            let attempt = self.handle(order_id, event, &input);
+            let attempt = self.handle(order_id, &delivery, cause.clone());
             let span = tracing::info_span!(
                 "saga_event",
                 trace_id = tracing::field::Empty,
@@ -114,47 +125,49 @@ impl Orchestrator {
         }
     }
 
-    async fn handle(
+    /// One change of the saga of `order_id`: the deliveries (a start, or
+    /// facts; redeliveries are no-ops) and what they make due, in one
+    /// append; then the steps that change started.
+    pub(super) async fn handle(
         &self,
         order_id: Uuid,
-        event: &RecordedEvent,
-        input: &Input,
+        deliveries: &[Delivery],
+        cause: Cause,
     ) -> Result<(), SagaError> {
-        let mut cause = Cause::saga(event.event_id.to_string());
-        cause.correlation_id = text(&event.metadata, "correlation_id");
-        let source = SourceRef {
-            event_id: event.event_id,
-            stream_id: event.stream_id.clone(),
-            version: event.version,
-            event_type: event.event_type.clone(),
-        };
         let timings = self.config.timings();
         let changed = self
             .sagas
             .change(order_id, &cause, |_, now| {
-                let first = match input {
-                    Input::Start(start) => start.as_ref().clone(),
-                    Input::Fact(fact) => SagaCommand::Observe {
-                        source: source.clone(),
-                        fact: fact.clone(),
-                        now,
-                    },
-                };
-                vec![first, SagaCommand::Advance { now, timings }]
+                let mut commands: Vec<SagaCommand> = deliveries
+                    .iter()
+                    .map(|delivery| match &delivery.input {
+                        Input::Start(start) => start.as_ref().clone(),
+                        Input::Fact(fact) => SagaCommand::Observe {
+                            source: delivery.source.clone(),
+                            fact: fact.clone(),
+                            now,
+                        },
+                    })
+                    .collect();
+                commands.push(SagaCommand::Advance { now, timings });
+                commands
             })
             .await?;
-        if matches!(input, Input::Fact(_)) {
-            let observed = changed
-                .events
-                .iter()
-                .any(|e| matches!(e, SagaEvent::SagaEventObserved { .. }));
-            let counter = if observed {
-                &self.probe.observed
-            } else {
-                &self.probe.duplicates
-            };
-            counter.inc();
-        }
+        let facts = deliveries
+            .iter()
+            .filter(|d| matches!(d.input, Input::Fact(_)))
+            .count();
+        let observed = changed
+            .events
+            .iter()
+            .filter(|e| matches!(e, SagaEvent::SagaEventObserved { .. }))
+            .count();
+        self.probe
+            .observed
+            .inc_by(eventstore::metrics::count(observed));
+        self.probe
+            .duplicates
+            .inc_by(eventstore::metrics::count(facts.saturating_sub(observed)));
         let correlation = cause
             .correlation_id
             .unwrap_or_else(|| changed.saga.correlation_id.clone());
@@ -162,25 +175,30 @@ impl Orchestrator {
     }
 }
 
+/// A fact (or a start) for a saga, and the event that carried it.
+pub(super) struct Delivery {
+    /// The event.
+    pub source: SourceRef,
+    /// What it asks of the saga.
+    pub input: Input,
+}
+
 /// Which saga an event concerns and what it asks of it; `None` for events
 /// that concern no saga (stock receipts, other stream types).
 fn classify(event: &RecordedEvent) -> Result<Option<(Uuid, Input)>, domain::EventDecodeError> {
-    let (event_type, version, data) = (
-        event.event_type.as_str(),
-        event.schema_version,
-        event.data.clone(),
-    );
-    Ok(match event.stream_type.as_str() {
-        "order" => match OrderEvent::from_stored(event_type, version, data)? {
-            OrderEvent::OrderPlaced {
-                order_id,
-                customer_id,
-                lines,
-                total,
-                currency,
-                shipping_address,
-                payment_method,
-            } => Some((
+    let (event_type, version) = (event.event_type.as_str(), event.schema_version);
+    if event.stream_type == "order" && event_type == "OrderPlaced" {
+        if let OrderEvent::OrderPlaced {
+            order_id,
+            customer_id,
+            lines,
+            total,
+            currency,
+            shipping_address,
+            payment_method,
+        } = OrderEvent::from_stored(event_type, version, event.data.clone())?
+        {
+            return Ok(Some((
                 order_id,
                 Input::Start(Box::new(SagaCommand::Start {
                     order_id,
@@ -193,23 +211,35 @@ fn classify(event: &RecordedEvent) -> Result<Option<(Uuid, Input)>, domain::Even
                     correlation_id: text(&event.metadata, "correlation_id")
                         .unwrap_or_else(|| event.event_id.to_string()),
                 })),
-            )),
-            other => Fact::from_order(&other).map(|(id, fact)| (id, Input::Fact(fact))),
-        },
+            )));
+        }
+    }
+    Ok(
+        fact_of(&event.stream_type, event_type, version, event.data.clone())?
+            .map(|(id, fact)| (id, Input::Fact(fact))),
+    )
+}
+
+/// The saga an event of a `stream_type` stream concerns and the fact it
+/// states; `None` for events that state no fact (`OrderPlaced` starts a
+/// saga instead; stock receipts; other stream types).
+pub(super) fn fact_of(
+    stream_type: &str,
+    event_type: &str,
+    version: u32,
+    data: serde_json::Value,
+) -> Result<Option<(Uuid, Fact)>, domain::EventDecodeError> {
+    Ok(match stream_type {
+        "order" => Fact::from_order(&OrderEvent::from_stored(event_type, version, data)?),
         "inventory" => {
             Fact::from_inventory(&InventoryEvent::from_stored(event_type, version, data)?)
-                .map(|(id, fact)| (id, Input::Fact(fact)))
         }
-        "payment" => {
-            let (id, fact) =
-                Fact::from_payment(&PaymentEvent::from_stored(event_type, version, data)?);
-            Some((id, Input::Fact(fact)))
-        }
-        "shipment" => {
-            let (id, fact) =
-                Fact::from_shipment(&ShipmentEvent::from_stored(event_type, version, data)?);
-            Some((id, Input::Fact(fact)))
-        }
+        "payment" => Some(Fact::from_payment(&PaymentEvent::from_stored(
+            event_type, version, data,
+        )?)),
+        "shipment" => Some(Fact::from_shipment(&ShipmentEvent::from_stored(
+            event_type, version, data,
+        )?)),
         _ => None,
     })
 }

@@ -50,7 +50,10 @@ use crate::webhook;
 use crate::{SagaConfig, SagaError};
 
 mod consume;
+mod continuation;
 mod timer;
+
+pub use continuation::LocalFacts;
 
 /// The [`SingleActive`] role name of the saga's timer.
 pub const TIMER_ROLE: &str = "saga-timer";
@@ -190,6 +193,9 @@ pub struct Orchestrator {
     gateway: Arc<dyn PaymentGateway>,
     config: SagaConfig,
     probe: Arc<SagaProbe>,
+    local: LocalFacts,
+    /// The receiving end of `local`, until [`Orchestrator::run`] takes it.
+    inbox: std::sync::Mutex<Option<tokio::sync::mpsc::Receiver<continuation::Reported>>>,
 }
 
 /// What a message asks of a saga.
@@ -207,13 +213,23 @@ impl Orchestrator {
         config: SagaConfig,
         probe: Arc<SagaProbe>,
     ) -> Arc<Self> {
+        let (local, inbox) = continuation::inbox();
         Arc::new(Orchestrator {
             sagas,
             commands,
             gateway,
             config,
             probe,
+            local,
+            inbox: std::sync::Mutex::new(Some(inbox)),
         })
+    }
+
+    /// Where this process reports events it appended for a saga (the
+    /// webhook's recorded gateway answers), so that the saga continues at
+    /// once instead of waiting for their Kafka copies.
+    pub fn local_facts(&self) -> LocalFacts {
+        self.local.clone()
     }
 
     /// Runs until `shutdown` resolves: re-sends the unanswered steps of
@@ -233,9 +249,18 @@ impl Orchestrator {
             () = &mut shutdown => return Ok(()),
         };
         tracing::info!(group = %self.config.group_id(), "saga orchestrator started");
+        // Taken while running and given back after, for a later run; a
+        // second run at the same time continues through Kafka only.
+        let mut inbox = self
+            .inbox
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+            .unwrap_or_else(|| tokio::sync::mpsc::channel(1).1);
         self.recover().await?;
         let (stop, stopping) = watch::channel(false);
         let consume = self.consume(&consumer, stopping.clone());
+        let mut local = Box::pin(self.local(&mut inbox, stopping.clone()));
         let timer = {
             let this = self.clone();
             let mut stopping = stopping;
@@ -246,23 +271,34 @@ impl Orchestrator {
                 .run(stopped, move |stop: StopSignal| this.clone().timer(stop))
         };
         let (mut consume, mut timer) = (pin!(consume), pin!(timer));
-        // Whichever ends first (the hook, or shutdown) stops the other at
-        // its next boundary.
-        let (consumed, timed) = tokio::select! {
-            result = &mut consume => (Some(result), None),
-            result = &mut timer => (None, Some(result)),
-            () = &mut shutdown => (None, None),
+        // Whichever ends first (the hook, or shutdown) stops the others at
+        // their next boundary.
+        let (mut consumed, mut continued, mut timed) = (None, None, None);
+        tokio::select! {
+            result = &mut consume => consumed = Some(result),
+            result = &mut local => continued = Some(result),
+            result = &mut timer => timed = Some(result),
+            () = &mut shutdown => {}
         };
         let _ = stop.send(true);
         let consumed = match consumed {
             Some(result) => result,
             None => consume.await,
         };
+        let continued = match continued {
+            Some(result) => result,
+            None => local.as_mut().await,
+        };
+        drop(local);
         let timed = match timed {
             Some(result) => result,
             None => timer.await,
         };
-        consumed.and(timed)
+        *self
+            .inbox
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(inbox);
+        consumed.and(continued).and(timed)
     }
 
     /// After a committed change: the crash hook, then every step the change
@@ -339,14 +375,29 @@ impl Orchestrator {
                         .step_done(step.name(), result.is_ok(), started.elapsed());
                     (step, attempt, result)
                 });
-        let failed: Vec<(Step, u32, String)> = futures::future::join_all(attempts)
-            .await
-            .into_iter()
-            .filter_map(|(step, attempt, result)| result.err().map(|e| (step, attempt, e)))
-            .collect();
-        if failed.is_empty() {
-            return Ok(());
+        let mut caused = Vec::new();
+        let mut failed: Vec<(Step, u32, String)> = Vec::new();
+        for (step, attempt, result) in futures::future::join_all(attempts).await {
+            match result {
+                Ok(events) => caused.extend(events),
+                Err(error) => failed.push((step, attempt, error)),
+            }
         }
+        if !failed.is_empty() {
+            self.record_failures(order_id, saga, failed, correlation_id)
+                .await?;
+        }
+        self.continue_with(order_id, caused, correlation_id).await
+    }
+
+    /// Records the failed attempts of steps of the saga of `order_id`.
+    async fn record_failures(
+        &self,
+        order_id: Uuid,
+        saga: &domain::Saga,
+        failed: Vec<(Step, u32, String)>,
+        correlation_id: &str,
+    ) -> Result<(), SagaError> {
         self.probe
             .failures
             .inc_by(eventstore::metrics::count(failed.len()));

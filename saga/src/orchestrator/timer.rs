@@ -101,13 +101,15 @@ impl Orchestrator {
             let plan: Vec<SagaCommand> = match status {
                 Ok(RequestStatus::Answered(answer)) => {
                     // It happened in time: record the answer, look again later.
-                    webhook::record(
+                    let recorded = webhook::record(
                         &self.commands,
                         &loaded.state,
                         &payment_key(order_id),
                         &answer,
                     )
                     .await?;
+                    self.local
+                        .report(order_id, &loaded.state.correlation_id, recorded);
                     vec![SagaCommand::Recheck {
                         step,
                         attempt,
