@@ -50,29 +50,6 @@ struct Summary {
     other: u64,
 }
 
-/// CPU time the machine has spent so far, in seconds, from `/proc/stat`:
-/// user, nice, system, irq and softirq of every CPU, so neither idle time
-/// nor time a hypervisor stole. On a shared VM the rates drift with the
-/// neighbours; the CPU each command costs drifts much less, so it is the
-/// figure to compare builds by. 0 where `/proc/stat` is missing.
-fn cpu_seconds() -> f64 {
-    let Ok(stat) = std::fs::read_to_string("/proc/stat") else {
-        return 0.0;
-    };
-    let ticks: u64 = stat
-        .lines()
-        .next()
-        .unwrap_or_default()
-        .split_whitespace()
-        .skip(1)
-        .enumerate()
-        .filter(|(i, _)| matches!(i, 0 | 1 | 2 | 5 | 6))
-        .filter_map(|(_, v)| v.parse::<u64>().ok())
-        .sum();
-    // USER_HZ is 100 on every Linux this runs on.
-    ticks as f64 / 100.0
-}
-
 fn summarize(mut tallies: Vec<Tally>, elapsed: f64, cpu: f64) -> Summary {
     let mut all = Tally::default();
     for t in tallies.iter_mut() {
@@ -214,7 +191,7 @@ async fn main() -> anyhow::Result<()> {
 /// PlaceOrder through `CommandHandler` directly (no HTTP, no JWT): each
 /// client places orders back to back until the time is up.
 async fn in_process(handler: &CommandHandler, clients: usize, duration: Duration) -> Summary {
-    let cpu_start = cpu_seconds();
+    let cpu_start = eventstore::testing::machine_cpu_seconds();
     let start = Instant::now();
     let deadline = start + duration;
     let tasks: Vec<_> = (0..clients)
@@ -265,7 +242,7 @@ async fn in_process(handler: &CommandHandler, clients: usize, duration: Duration
     summarize(
         tallies,
         start.elapsed().as_secs_f64(),
-        cpu_seconds() - cpu_start,
+        eventstore::testing::machine_cpu_seconds() - cpu_start,
     )
 }
 
@@ -301,7 +278,7 @@ async fn http_load(
         .iter()
         .map(|t| format!("Bearer {t}").parse().unwrap())
         .collect();
-    let cpu_start = cpu_seconds();
+    let cpu_start = eventstore::testing::machine_cpu_seconds();
     let start = Instant::now();
     let deadline = start + duration;
     let tasks: Vec<_> = prepared
@@ -338,7 +315,7 @@ async fn http_load(
     summarize(
         tallies,
         start.elapsed().as_secs_f64(),
-        cpu_seconds() - cpu_start,
+        eventstore::testing::machine_cpu_seconds() - cpu_start,
     )
 }
 

@@ -384,7 +384,7 @@ impl<A: Aggregate> Executor<A> {
         self.repository.load(stream_id).await
     }
 
-    async fn remembered(&self, stream_id: &str, before: u64, after: Arc<Loaded<A>>) {
+    pub(crate) async fn remembered(&self, stream_id: &str, before: u64, after: Arc<Loaded<A>>) {
         self.repository.snapshot_if_due(stream_id, before, &after);
         self.repository.remember(stream_id, after).await;
     }
@@ -439,7 +439,10 @@ fn decide_all<A: Aggregate>(
     (decisions, events, state)
 }
 
-fn to_new_events<E: DomainEvent>(events: &[E], context: &CommandContext) -> Vec<NewEvent> {
+pub(crate) fn to_new_events<E: DomainEvent>(
+    events: &[E],
+    context: &CommandContext,
+) -> Vec<NewEvent> {
     let metadata = context.metadata();
     events
         .iter()

@@ -8,6 +8,7 @@ mod error;
 mod executor;
 mod handler;
 pub mod history;
+mod prepared;
 mod process;
 mod repository;
 
@@ -15,6 +16,7 @@ pub use context::{CommandContext, Idempotency};
 pub use error::CommandError;
 pub use executor::{Executor, ExecutorConfig};
 pub use handler::{Actor, CommandHandler, OrderRequest, RequestedLine};
+pub use prepared::Prepared;
 pub use process::{process_key, CausedBy, ProcessCommand};
 pub use repository::{Loaded, Repository, SNAPSHOT_SCHEMA};
 

@@ -252,6 +252,27 @@ pub async fn lock_stream(conn: &mut PgConnection, stream_id: &str) -> Result<(),
     Ok(())
 }
 
+/// Takes the append locks of every stream in `stream_ids` for the rest of
+/// the transaction, in the one global order group commit uses (by lock
+/// key), so that writers of overlapping sets of streams cannot deadlock.
+/// Call it first in a transaction that appends to several streams: the
+/// transaction's id is then assigned after every lock is held.
+pub async fn lock_streams(conn: &mut PgConnection, stream_ids: &[&str]) -> Result<(), StoreError> {
+    for stream_id in stream_ids {
+        validate_stream_id(stream_id)?;
+    }
+    // unnest yields the sorted keys in order, one lock at a time.
+    sqlx::query(
+        "SELECT pg_advisory_xact_lock(k) FROM unnest((
+             SELECT array_agg(DISTINCT hashtextextended(s, 0) ORDER BY hashtextextended(s, 0))
+               FROM unnest($1::text[]) AS s)) AS k",
+    )
+    .bind(stream_ids)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 pub(crate) fn conflict(stream_id: &str, expected: ExpectedVersion, actual: u64) -> StoreError {
     StoreError::WrongExpectedVersion {
         stream_id: stream_id.to_owned(),

@@ -37,7 +37,7 @@ pub mod testing;
 pub mod trace;
 mod verify;
 
-pub use append::{append_in, lock_stream, stream_type, validate_stream_id};
+pub use append::{append_in, lock_stream, lock_streams, stream_type, validate_stream_id};
 pub use checkpoint::{load_checkpoint, save_checkpoint};
 pub use error::StoreError;
 pub use group::{GROUP_PIPELINES, MAX_GROUP_BYTES, MAX_GROUP_EVENTS};
@@ -48,7 +48,7 @@ pub use model::{
 pub use read::{checkpoint_at_or_before, head_position, read_all, read_stream};
 pub use relay::{Relay, RelayConfig, RelayError};
 pub use snapshot::{load_snapshot, save_snapshot};
-pub use store::{EventStore, NOTIFY_CHANNEL};
+pub use store::{EventStore, StreamAppend, NOTIFY_CHANNEL};
 pub use subscribe::SubscribeOptions;
 pub use verify::{verify_stream, Verification};
 

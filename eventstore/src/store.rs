@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use tokio::sync::watch;
 
 use crate::append::{
-    append_in, attempt, lock_stream, now_micros, validate, Attempt, Rows, StreamHead,
+    append_in, attempt, lock_stream, lock_streams, now_micros, validate, Attempt, Rows, StreamHead,
 };
 use crate::group::{GroupWriter, Heads};
 use crate::idempotency::{self, Claim};
@@ -27,6 +27,17 @@ const NOTIFY_WINDOW: Duration = Duration::from_millis(2);
 
 /// How many stream heads (version and last hash) a store remembers.
 const HEAD_CACHE_CAPACITY: u64 = 100_000;
+
+/// One stream's part of [`EventStore::append_many_in`].
+#[derive(Debug, Clone, Copy)]
+pub struct StreamAppend<'a> {
+    /// The stream.
+    pub stream_id: &'a str,
+    /// Its expected version.
+    pub expected: ExpectedVersion,
+    /// Its events (at least one).
+    pub events: &'a [NewEvent],
+}
 
 /// The event store: cheap to clone, shares one pool.
 #[derive(Clone)]
@@ -222,6 +233,38 @@ impl EventStore {
         Err(StoreError::Corrupt(format!(
             "stream {stream_id} moved while its append lock was held: a writer bypassed the store"
         )))
+    }
+
+    /// Appends to several streams in the caller's transaction on `conn`,
+    /// all or nothing: every stream's lock is taken first, in the global
+    /// lock order ([`lock_streams`]), then each stream's events are
+    /// appended with its own expected version (and hash chain). The first
+    /// failure is returned (a conflict names its stream); the caller then
+    /// rolls back and nothing is stored. One transaction, one commit: the
+    /// caller commits, then calls [`EventStore::committed`]. Results are in
+    /// the order of `appends`; `metadata` is every event's base metadata.
+    pub async fn append_many_in(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        appends: &[StreamAppend<'_>],
+        metadata: &Value,
+    ) -> Result<Vec<AppendResult>, StoreError> {
+        let ids: Vec<&str> = appends.iter().map(|a| a.stream_id).collect();
+        lock_streams(conn, &ids).await?;
+        let mut results = Vec::with_capacity(appends.len());
+        for append in appends {
+            results.push(
+                self.append_in(
+                    conn,
+                    append.stream_id,
+                    append.expected,
+                    append.events,
+                    metadata,
+                )
+                .await?,
+            );
+        }
+        Ok(results)
     }
 
     fn appended(&self, stream_id: &str, result: AppendResult, head: StreamHead) -> AppendResult {

@@ -15,6 +15,7 @@
 pub mod admin;
 mod config;
 mod error;
+mod facts;
 pub mod gateway;
 mod orchestrator;
 mod steps;

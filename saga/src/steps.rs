@@ -30,6 +30,33 @@ pub async fn perform(
     step: &Step,
     cause: &CausedBy,
 ) -> Result<Vec<Appended>, String> {
+    call_gateway(gateway, saga, step).await?;
+    let Some(command) = command(config, saga, step)? else {
+        return Ok(Vec::new());
+    };
+    commands
+        .dispatch(command, cause)
+        .await
+        .map(|outcome| outcome.events)
+        .map_err(|e| e.to_string())
+}
+
+/// Whether `step` calls the payment gateway before (or instead of) its
+/// command.
+pub fn calls_gateway(step: &Step) -> bool {
+    matches!(
+        step,
+        Step::AuthorizePayment | Step::CapturePayment | Step::VoidPayment | Step::RefundPayment
+    )
+}
+
+/// The gateway call of a payment step (nothing for other steps). The
+/// gateway is idempotent by key, so a repeat only answers again.
+pub async fn call_gateway(
+    gateway: &dyn PaymentGateway,
+    saga: &Saga,
+    step: &Step,
+) -> Result<(), String> {
     let order_id = saga.order_id;
     let payment = &saga.payment;
     let authorization = || {
@@ -38,7 +65,54 @@ pub async fn perform(
             .clone()
             .ok_or_else(|| "no authorisation recorded".to_owned())
     };
-    let command = match step {
+    let called = match step {
+        Step::AuthorizePayment => {
+            let request = AuthorizationRequest {
+                idempotency_key: payment_key(order_id),
+                order_id,
+                amount: saga.total,
+                currency: saga.currency.clone(),
+                payment_method: saga.payment_method.clone(),
+            };
+            // The answer arrives later, through the gateway's callback.
+            gateway.authorize(&request).await
+        }
+        Step::CapturePayment => {
+            gateway
+                .capture(
+                    &format!("capture-{order_id}"),
+                    &authorization()?,
+                    payment.authorized,
+                )
+                .await
+        }
+        Step::VoidPayment => {
+            gateway
+                .void(&format!("void-{order_id}"), &authorization()?)
+                .await
+        }
+        Step::RefundPayment => {
+            // Keyed by what was refunded before: a retry of this refund
+            // repeats the key, a later one (after another capture) does not.
+            let key = format!("refund-{order_id}-{}", payment.refunded);
+            let amount = payment.captured - payment.refunded;
+            gateway.refund(&key, &authorization()?, amount).await
+        }
+        _ => return Ok(()),
+    };
+    called.map_err(|e| e.to_string())
+}
+
+/// The command `step` of `saga` sends (after its gateway call, for a
+/// payment step); `None` for the authorisation, answered by the gateway.
+pub fn command(
+    config: &SagaConfig,
+    saga: &Saga,
+    step: &Step,
+) -> Result<Option<ProcessCommand>, String> {
+    let order_id = saga.order_id;
+    let payment = &saga.payment;
+    Ok(Some(match step {
         Step::ReserveStock { sku } => {
             let quantity = saga
                 .lines
@@ -55,21 +129,7 @@ pub async fn perform(
                 },
             }
         }
-        Step::AuthorizePayment => {
-            let request = AuthorizationRequest {
-                idempotency_key: payment_key(order_id),
-                order_id,
-                amount: saga.total,
-                currency: saga.currency.clone(),
-                payment_method: saga.payment_method.clone(),
-            };
-            // The answer arrives later, through the gateway's callback.
-            return gateway
-                .authorize(&request)
-                .await
-                .map(|()| Vec::new())
-                .map_err(|e| e.to_string());
-        }
+        Step::AuthorizePayment => return Ok(None),
         Step::RequestShipment => {
             let address = saga
                 .shipping_address
@@ -85,18 +145,7 @@ pub async fn perform(
             };
             ProcessCommand::Shipment { order_id, command }
         }
-        Step::CapturePayment => {
-            let authorization_id = authorization()?;
-            gateway
-                .capture(
-                    &format!("capture-{order_id}"),
-                    &authorization_id,
-                    payment.authorized,
-                )
-                .await
-                .map_err(|e| e.to_string())?;
-            payment_command(order_id, PaymentCommand::CapturePayment)
-        }
+        Step::CapturePayment => payment_command(order_id, PaymentCommand::CapturePayment),
         Step::ConfirmOrder => order_command(order_id, OrderCommand::ConfirmOrder),
         Step::CommitStock { sku } => ProcessCommand::Inventory {
             sku: sku.clone(),
@@ -119,26 +168,13 @@ pub async fn perform(
             order_id,
             command: ShipmentCommand::DeliverShipment,
         },
-        Step::VoidPayment => {
-            let authorization_id = authorization()?;
-            gateway
-                .void(&format!("void-{order_id}"), &authorization_id)
-                .await
-                .map_err(|e| e.to_string())?;
-            payment_command(order_id, PaymentCommand::VoidPayment)
-        }
-        Step::RefundPayment => {
-            let authorization_id = authorization()?;
-            let amount = payment.captured - payment.refunded;
-            // Keyed by what was refunded before: a retry of this refund
-            // repeats the key, a later one (after another capture) does not.
-            let key = format!("refund-{order_id}-{}", payment.refunded);
-            gateway
-                .refund(&key, &authorization_id, amount)
-                .await
-                .map_err(|e| e.to_string())?;
-            payment_command(order_id, PaymentCommand::RefundPayment { amount })
-        }
+        Step::VoidPayment => payment_command(order_id, PaymentCommand::VoidPayment),
+        Step::RefundPayment => payment_command(
+            order_id,
+            PaymentCommand::RefundPayment {
+                amount: payment.captured - payment.refunded,
+            },
+        ),
         Step::ReleaseStock { sku } => ProcessCommand::Inventory {
             sku: sku.clone(),
             command: InventoryCommand::ReleaseStock { order_id },
@@ -151,12 +187,7 @@ pub async fn perform(
                     .ok_or_else(|| "the saga has no reason to cancel".to_owned())?,
             },
         ),
-    };
-    commands
-        .dispatch(command, cause)
-        .await
-        .map(|outcome| outcome.events)
-        .map_err(|e| e.to_string())
+    }))
 }
 
 fn payment_command(order_id: Uuid, command: PaymentCommand) -> ProcessCommand {

@@ -4,14 +4,14 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use commands::{Loaded, Repository};
-use domain::saga::{SagaCommand, SagaEvent};
+use commands::{Appended, CausedBy, CommandHandler, Loaded, Prepared, Repository};
+use domain::saga::{SagaCommand, SagaEvent, SourceRef, Step, StepStatus};
 use domain::{Aggregate, DomainEvent, Saga};
-use eventstore::{EventStore, ExpectedVersion, NewEvent};
+use eventstore::{EventStore, ExpectedVersion, NewEvent, StreamAppend};
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::SagaError;
+use crate::{steps, SagaConfig, SagaError};
 
 /// How many times a saga change is decided and appended before giving up.
 const MAX_TRIES: u32 = 8;
@@ -49,6 +49,44 @@ pub struct Changed {
     pub version: u64,
     /// The ids the events were stored under, one per event.
     pub event_ids: Vec<Uuid>,
+    /// The step attempts whose command was carried out inside the change
+    /// (and whose outcome the change already records): not to be sent.
+    pub inline: Vec<(Step, u32)>,
+}
+
+/// What a change may carry out inside its own transaction ([`SagaStore::change_with`]):
+/// the steps it starts that are plain commands to another aggregate.
+pub struct Inline<'a> {
+    /// The commands' executors.
+    pub commands: &'a CommandHandler,
+    /// Settings (where to ship, step timings).
+    pub config: &'a SagaConfig,
+}
+
+/// Rounds of "commands decided → outcomes observed → next steps" one
+/// change goes through at most.
+const INLINE_ROUNDS: usize = 4;
+
+/// Tries of a change that carry steps inline; later tries (the streams are
+/// contended) leave them to the command layer's per-stream queues.
+const INLINE_TRIES: u32 = 2;
+
+/// A saga change being decided: the state so far and its events, each
+/// with the id it will be stored under (a step's command names the event
+/// that started it as its cause).
+struct Draft {
+    saga: Saga,
+    events: Vec<(SagaEvent, Uuid)>,
+}
+
+impl Draft {
+    fn decide(&mut self, command: &SagaCommand) -> Result<(), SagaError> {
+        for event in self.saga.decide(command)? {
+            self.saga = std::mem::take(&mut self.saga).evolve(&event);
+            self.events.push((event, Uuid::new_v4()));
+        }
+        Ok(())
+    }
 }
 
 /// Loads and changes sagas.
@@ -87,53 +125,97 @@ impl SagaStore {
     /// with the saga's index row, in one transaction. On a version conflict
     /// (another orchestrator moved the saga) it reloads and decides again.
     /// A refusal of any command fails the whole change.
-    #[tracing::instrument(skip_all, fields(%order_id))]
     pub async fn change(
         &self,
         order_id: Uuid,
         cause: &Cause,
         plan: impl Fn(&Saga, DateTime<Utc>) -> Vec<SagaCommand>,
     ) -> Result<Changed, SagaError> {
+        self.change_with(order_id, cause, plan, None).await
+    }
+
+    /// [`SagaStore::change`], carrying out `inline` the steps the change
+    /// starts that are plain commands (reserve, ship, confirm, release,
+    /// cancel, ...): each command is decided on its stream's cached state,
+    /// its events are observed as the saga's facts at once, what they make
+    /// due is decided in turn, and everything (the saga's events, every
+    /// command's events) is appended in one transaction over all the
+    /// streams, all or nothing. A command refused here, or whose outcome
+    /// would leave its step open, is left to the caller to send as usual;
+    /// so are payment steps, which call the gateway first.
+    #[tracing::instrument(skip_all, fields(%order_id))]
+    pub async fn change_with(
+        &self,
+        order_id: Uuid,
+        cause: &Cause,
+        plan: impl Fn(&Saga, DateTime<Utc>) -> Vec<SagaCommand>,
+        inline: Option<&Inline<'_>>,
+    ) -> Result<Changed, SagaError> {
         let stream = stream_id(order_id);
-        for _ in 0..MAX_TRIES {
+        for attempt in 0..MAX_TRIES {
             let loaded = self.load(order_id).await?;
             let now = Utc::now();
-            let mut saga = loaded.state.clone();
-            let mut events = Vec::new();
-            for command in plan(&saga, now) {
-                for event in saga.decide(&command)? {
-                    saga = saga.evolve(&event);
-                    events.push(event);
+            let mut draft = Draft {
+                saga: loaded.state.clone(),
+                events: Vec::new(),
+            };
+            for command in plan(&draft.saga, now) {
+                draft.decide(&command)?;
+            }
+            let mut prepared = Vec::new();
+            if let Some(inline) = inline.filter(|_| attempt < INLINE_TRIES) {
+                let inlined = inline_steps(&mut draft, inline, cause, now, &mut prepared).await;
+                if let Err(error) = inlined {
+                    abandon(prepared).await;
+                    return Err(error);
                 }
             }
+            let Draft { saga, events } = draft;
             if events.is_empty() {
                 return Ok(Changed {
                     saga,
-                    events,
+                    events: Vec::new(),
                     version: loaded.version,
                     event_ids: Vec::new(),
+                    inline: Vec::new(),
                 });
             }
             let new_events: Vec<NewEvent> = events
                 .iter()
-                .map(|e| NewEvent::new(e.event_type(), e.schema_version(), e.to_data()))
+                .map(|(e, id)| {
+                    let mut event = NewEvent::new(e.event_type(), e.schema_version(), e.to_data());
+                    event.event_id = *id;
+                    event
+                })
                 .collect();
             let appended = self
-                .append(order_id, &loaded, &saga, &new_events, cause, now)
+                .append(order_id, &loaded, &saga, &new_events, &prepared, cause, now)
                 .await;
             match appended {
-                Ok(Some(after)) => {
+                Ok(Some((after, positions))) => {
                     let version = after.version;
                     self.repository.remember(&stream, Arc::new(after)).await;
+                    let mut inline = Vec::with_capacity(prepared.len());
+                    for ((step, attempt, prepared), position) in prepared.into_iter().zip(positions)
+                    {
+                        prepared.committed(position).await;
+                        inline.push((step, attempt));
+                    }
+                    let (events, event_ids) = events.into_iter().unzip();
                     return Ok(Changed {
                         saga,
                         events,
                         version,
-                        event_ids: new_events.iter().map(|e| e.event_id).collect(),
+                        event_ids,
+                        inline,
                     });
                 }
-                Ok(None) => self.repository.forget(&stream).await,
+                Ok(None) => {
+                    abandon(prepared).await;
+                    self.repository.forget(&stream).await;
+                }
                 Err(error) => {
+                    abandon(prepared).await;
                     self.repository.forget(&stream).await;
                     return Err(error);
                 }
@@ -142,17 +224,21 @@ impl SagaStore {
         Err(SagaError::Contention(order_id))
     }
 
-    /// Appends `events` expecting `before.version`, and upserts the index
-    /// row; `None` on a version conflict.
+    /// Appends `events` expecting `before.version` and the `prepared`
+    /// commands' events to their streams, all in one transaction, and
+    /// upserts the index row; the saga after, and each prepared append's
+    /// last position; `None` on a version conflict of any stream.
+    #[allow(clippy::too_many_arguments)]
     async fn append(
         &self,
         order_id: Uuid,
         before: &Loaded<Saga>,
         after: &Saga,
         new_events: &[NewEvent],
+        prepared: &[(Step, u32, Prepared)],
         cause: &Cause,
         now: DateTime<Utc>,
-    ) -> Result<Option<Loaded<Saga>>, SagaError> {
+    ) -> Result<Option<(Loaded<Saga>, Vec<i64>)>, SagaError> {
         let stream = &stream_id(order_id);
         let correlation = cause
             .correlation_id
@@ -168,22 +254,41 @@ impl SagaStore {
         {
             map.insert(eventstore::trace::METADATA_KEY.into(), json!(trace));
         }
-        // The append comes first in the transaction and takes the stream's
-        // lock before writing, so no separate lock is needed.
+        // The appends come first in the transaction and take every
+        // stream's lock before writing, so no separate lock is needed.
         let mut tx = self.store.pool().begin().await?;
-        let expected = ExpectedVersion::Exact(before.version);
-        let appended = self
-            .store
-            .append_in(&mut tx, stream, expected, new_events, &metadata)
-            .await;
-        let result = match appended {
-            Ok(result) => result,
+        let mut appends = vec![StreamAppend {
+            stream_id: stream,
+            expected: ExpectedVersion::Exact(before.version),
+            events: new_events,
+        }];
+        appends.extend(prepared.iter().map(|(_, _, p)| p.append()));
+        let appended = if appends.len() == 1 {
+            let only = appends[0];
+            self.store
+                .append_in(
+                    &mut tx,
+                    only.stream_id,
+                    only.expected,
+                    only.events,
+                    &metadata,
+                )
+                .await
+                .map(|result| vec![result])
+        } else {
+            self.store
+                .append_many_in(&mut tx, &appends, &metadata)
+                .await
+        };
+        let results = match appended {
+            Ok(results) => results,
             Err(error) if error.is_conflict() => {
                 let _ = tx.rollback().await;
                 return Ok(None);
             }
             Err(error) => return Err(error.into()),
         };
+        let result = results[0];
         let version = i64::try_from(result.version).unwrap_or(i64::MAX);
         let last_error = after
             .current_step
@@ -211,10 +316,139 @@ impl SagaStore {
         .await?;
         tx.commit().await?;
         self.store.committed();
-        Ok(Some(Loaded {
+        let saga = Loaded {
             version: result.version,
             position: result.position,
             state: after.clone(),
-        }))
+        };
+        Ok(Some((
+            saga,
+            results[1..].iter().map(|r| r.position).collect(),
+        )))
+    }
+}
+
+/// Decides, inside a change, the commands of the steps it started that are
+/// plain commands (see [`SagaStore::change_with`]), and folds their outcomes
+/// into the change: observed, then advanced, for a few rounds.
+async fn inline_steps(
+    draft: &mut Draft,
+    inline: &Inline<'_>,
+    cause: &Cause,
+    now: DateTime<Utc>,
+    prepared: &mut Vec<(Step, u32, Prepared)>,
+) -> Result<(), SagaError> {
+    let correlation_id = cause
+        .correlation_id
+        .clone()
+        .unwrap_or_else(|| draft.saga.correlation_id.clone());
+    let mut scanned = 0;
+    for _ in 0..INLINE_ROUNDS {
+        let started: Vec<(Step, u32, Uuid, Uuid)> = draft.events[scanned..]
+            .iter()
+            .filter_map(|(event, event_id)| match event {
+                SagaEvent::SagaStepStarted {
+                    step,
+                    attempt,
+                    command_id,
+                    ..
+                } if !steps::calls_gateway(step) => {
+                    Some((step.clone(), *attempt, *command_id, *event_id))
+                }
+                _ => None,
+            })
+            .collect();
+        scanned = draft.events.len();
+        let mut observed = Vec::new();
+        for (step, attempt, command_id, started_by) in started {
+            let Ok(Some(command)) = steps::command(inline.config, &draft.saga, &step) else {
+                continue;
+            };
+            // One command per stream and change: a second would be decided
+            // on a state that misses the first.
+            if prepared
+                .iter()
+                .any(|(_, _, p)| p.stream_id() == command.stream_id())
+            {
+                continue;
+            }
+            let caused = CausedBy {
+                command_id,
+                correlation_id: correlation_id.clone(),
+                causation_id: started_by.to_string(),
+                actor: "saga".into(),
+                traceparent: eventstore::trace::next_hop(),
+            };
+            // Refused (perhaps on a stale cache) or a no-op: sent as usual.
+            let Ok(Some(command)) = inline.commands.prepare(&command, &caused).await else {
+                continue;
+            };
+            let facts = facts_of(draft.saga.order_id, &command.appended(), now);
+            // The step must end with what its command appended; if it would
+            // stay open it is sent as usual, under its idempotency key.
+            let mut trial = draft.saga.clone();
+            for fact in &facts {
+                for event in trial.decide(fact)? {
+                    trial = trial.evolve(&event);
+                }
+            }
+            let open = trial
+                .steps
+                .get(&step)
+                .is_some_and(|s| s.attempt == attempt && s.status == StepStatus::Started);
+            if open {
+                command.abandoned().await;
+                continue;
+            }
+            observed.extend(facts);
+            prepared.push((step, attempt, command));
+        }
+        if observed.is_empty() {
+            break;
+        }
+        for fact in &observed {
+            draft.decide(fact)?;
+        }
+        draft.decide(&SagaCommand::Advance {
+            now,
+            timings: inline.config.timings(),
+        })?;
+    }
+    Ok(())
+}
+
+/// The facts `events` (appended for the saga of `order_id`) state, as
+/// commands to observe them.
+fn facts_of(order_id: Uuid, events: &[Appended], now: DateTime<Utc>) -> Vec<SagaCommand> {
+    events
+        .iter()
+        .filter_map(|event| {
+            let stream_type = event.stream_id.split('-').next().unwrap_or_default();
+            let (id, fact) = crate::facts::fact_of(
+                stream_type,
+                &event.event_type,
+                event.schema_version,
+                event.data.clone(),
+            )
+            .ok()
+            .flatten()?;
+            (id == order_id).then(|| SagaCommand::Observe {
+                source: SourceRef {
+                    event_id: event.event_id,
+                    stream_id: event.stream_id.clone(),
+                    version: event.version,
+                    event_type: event.event_type.clone(),
+                },
+                fact,
+                now,
+            })
+        })
+        .collect()
+}
+
+/// Forgets what prepared commands may have left stale.
+async fn abandon(prepared: Vec<(Step, u32, Prepared)>) {
+    for (_, _, command) in prepared {
+        command.abandoned().await;
     }
 }

@@ -306,7 +306,7 @@ async fn breakdown(pool: &PgPool, confirmed: &[(&Placed, f64)]) {
             let stage = if label == "OrderPlaced" {
                 "1 HTTP POST -> OrderPlaced recorded"
             } else if label.starts_with("SagaStarted") || label.starts_with("SagaEventObserved") {
-                "2 event recorded -> saga observes it (append, relay, Kafka, consumer)"
+                "2 event recorded -> saga observes it (in-process, or relay + Kafka)"
             } else if label.starts_with("Saga") {
                 "3 saga records the next step"
             } else if label.starts_with('(') {
@@ -406,9 +406,11 @@ async fn run(rate: f64, seconds: f64) -> String {
     let (changes, steps) = (probe.changes.get(), probe.steps.get());
     let (failures, observed) = (probe.failures.get(), probe.observed.get());
     let started = Instant::now();
+    let cpu_start = eventstore::testing::machine_cpu_seconds();
     let sent = drive(&system, &tokens, &tx, (rate, seconds, 1_000_000, true)).await;
     drop(tx);
     let settled = tracker.await.unwrap();
+    let cpu = eventstore::testing::machine_cpu_seconds() - cpu_start;
 
     let measured: Vec<&Settled> = settled.iter().filter(|s| s.placed.measured).collect();
     let latency = |s: &Settled| s.at.duration_since(s.placed.started).as_secs_f64() * 1e3;
@@ -475,6 +477,13 @@ async fn run(rate: f64, seconds: f64) -> String {
         pct(&lag, 0.99), lag.last().copied().unwrap_or(f64::NAN)
     );
     let orders = measured.len().max(1) as f64;
+    // Everything the machine ran (this process, Postgres, the broker),
+    // from the first measured order until the last settled.
+    let cpu_per_order = cpu * 1e3 / confirmed.len().max(1) as f64;
+    println!(
+        "machine CPU: {cpu:.1} s for {} confirmed orders = {cpu_per_order:.1} ms per order",
+        confirmed.len()
+    );
     let delta = |counter: &eventstore::metrics::prometheus_client::metrics::counter::Counter,
                  before: u64| { counter.get() - before };
     println!(
@@ -488,7 +497,7 @@ async fn run(rate: f64, seconds: f64) -> String {
     breakdown(&pool, &with_latency).await;
     pool.close().await;
     format!(
-        "{rate:>7.0} {:>7.1} {:>7.1} {:>7.1} {:>7.1} {:>7.1} {:>8.1} {:>8.1} {:>8.1} {errors:>6} {:>8} {:>9}",
+        "{rate:>7.0} {:>7.1} {:>7.1} {:>7.1} {:>7.1} {:>7.1} {:>8.1} {:>8.1} {:>8.1} {errors:>6} {:>8} {:>9} {cpu_per_order:>7.1}",
         placed_per_s, confirmed_per_s, pct(&all, 0.5), pct(&all, 0.9), pct(&all, 0.99),
         all.last().copied().unwrap_or(f64::NAN), early, late,
         if every_settled { "yes" } else { "NO" }, if sustained { "yes" } else { "no" }
@@ -522,8 +531,8 @@ async fn main() {
         // Let the stopped system's tasks wind down before the next one.
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
-    println!("\n offered  placed confirm     p50     p90     p99      max  p50 1st  p50 3rd errors  settled sustained");
-    println!(" per s    per s   per s      ms      ms      ms       ms  third ms third ms");
+    println!("\n offered  placed confirm     p50     p90     p99      max  p50 1st  p50 3rd errors  settled sustained     cpu");
+    println!(" per s    per s   per s      ms      ms      ms       ms  third ms third ms                     ms/order");
     for row in rows {
         println!("{row}");
     }

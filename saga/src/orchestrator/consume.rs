@@ -16,6 +16,9 @@ impl Orchestrator {
                 batch = consumer.recv_batch(self.config.batch_size) => batch,
                 _ = stopping.wait_for(|stop| *stop) => return Ok(()),
             };
+            self.probe
+                .received
+                .inc_by(eventstore::metrics::count(batch.len()));
             let mut groups: Vec<(Uuid, Vec<(RecordedEvent, Input)>)> = Vec::new();
             let mut index: HashMap<Uuid, usize> = HashMap::new();
             for message in &batch {
@@ -135,23 +138,32 @@ impl Orchestrator {
         cause: Cause,
     ) -> Result<(), SagaError> {
         let timings = self.config.timings();
+        let inline = Inline {
+            commands: &self.commands,
+            config: &self.config,
+        };
         let changed = self
             .sagas
-            .change(order_id, &cause, |_, now| {
-                let mut commands: Vec<SagaCommand> = deliveries
-                    .iter()
-                    .map(|delivery| match &delivery.input {
-                        Input::Start(start) => start.as_ref().clone(),
-                        Input::Fact(fact) => SagaCommand::Observe {
-                            source: delivery.source.clone(),
-                            fact: fact.clone(),
-                            now,
-                        },
-                    })
-                    .collect();
-                commands.push(SagaCommand::Advance { now, timings });
-                commands
-            })
+            .change_with(
+                order_id,
+                &cause,
+                |_, now| {
+                    let mut commands: Vec<SagaCommand> = deliveries
+                        .iter()
+                        .map(|delivery| match &delivery.input {
+                            Input::Start(start) => start.as_ref().clone(),
+                            Input::Fact(fact) => SagaCommand::Observe {
+                                source: delivery.source.clone(),
+                                fact: fact.clone(),
+                                now,
+                            },
+                        })
+                        .collect();
+                    commands.push(SagaCommand::Advance { now, timings });
+                    commands
+                },
+                Some(&inline),
+            )
             .await?;
         let facts = deliveries
             .iter()
@@ -215,33 +227,9 @@ fn classify(event: &RecordedEvent) -> Result<Option<(Uuid, Input)>, domain::Even
         }
     }
     Ok(
-        fact_of(&event.stream_type, event_type, version, event.data.clone())?
+        crate::facts::fact_of(&event.stream_type, event_type, version, event.data.clone())?
             .map(|(id, fact)| (id, Input::Fact(fact))),
     )
-}
-
-/// The saga an event of a `stream_type` stream concerns and the fact it
-/// states; `None` for events that state no fact (`OrderPlaced` starts a
-/// saga instead; stock receipts; other stream types).
-pub(super) fn fact_of(
-    stream_type: &str,
-    event_type: &str,
-    version: u32,
-    data: serde_json::Value,
-) -> Result<Option<(Uuid, Fact)>, domain::EventDecodeError> {
-    Ok(match stream_type {
-        "order" => Fact::from_order(&OrderEvent::from_stored(event_type, version, data)?),
-        "inventory" => {
-            Fact::from_inventory(&InventoryEvent::from_stored(event_type, version, data)?)
-        }
-        "payment" => Some(Fact::from_payment(&PaymentEvent::from_stored(
-            event_type, version, data,
-        )?)),
-        "shipment" => Some(Fact::from_shipment(&ShipmentEvent::from_stored(
-            event_type, version, data,
-        )?)),
-        _ => None,
-    })
 }
 
 /// Metadata `key` as text, if present.

@@ -14,8 +14,9 @@ use commands::Appended;
 use futures::future::BoxFuture;
 use tokio::sync::mpsc;
 
-use super::consume::{fact_of, Delivery};
+use super::consume::Delivery;
 use super::*;
+use crate::facts::fact_of;
 
 /// How many reports wait for the orchestrator before new ones are left to
 /// their Kafka copies.

@@ -29,7 +29,7 @@ use chrono::Utc;
 use commands::{CausedBy, CommandHandler};
 use domain::order::OrderEvent;
 use domain::saga::{Fact, SagaCommand, SagaEvent, SourceRef, Step, StepStatus};
-use domain::{DomainEvent, InventoryEvent, PaymentEvent, ShipmentEvent};
+use domain::DomainEvent;
 use eventstore::kafka::{envelope, Backoff, EventConsumer};
 use eventstore::leader::{SingleActive, StopSignal};
 use eventstore::metrics::{latency_family, LatencyFamily};
@@ -45,7 +45,7 @@ use uuid::Uuid;
 use crate::config::to_chrono;
 use crate::gateway::{PaymentGateway, RequestStatus};
 use crate::steps::{self, payment_key};
-use crate::store::{Cause, Changed, SagaStore};
+use crate::store::{Cause, Changed, Inline, SagaStore};
 use crate::webhook;
 use crate::{SagaConfig, SagaError};
 
@@ -64,9 +64,13 @@ pub const TIMER_ROLE: &str = "saga-timer";
 /// [registered](SagaProbe::register).
 #[derive(Debug)]
 pub struct SagaProbe {
-    /// Messages that concerned a saga and were recorded.
+    /// Kafka messages received by this process's consumer.
+    pub received: Counter,
+    /// Facts recorded (from Kafka, or in-process from the events this
+    /// process appended).
     pub observed: Counter,
-    /// Redelivered messages dropped as duplicates.
+    /// Facts dropped as duplicates: redeliveries, and the Kafka copies of
+    /// facts recorded in-process.
     pub duplicates: Counter,
     /// Messages that could not be read as events (logged as errors).
     pub discarded: Counter,
@@ -87,6 +91,12 @@ pub struct SagaProbe {
     /// the steps of the last one or committing offsets (the test hook that
     /// stops it at a step boundary).
     pub crash_after_changes: AtomicU64,
+    /// When non-zero: once this many step attempts were carried out, the
+    /// orchestrator stops with [`SagaError::Crashed`] after their commands
+    /// committed and before the saga records their outcomes (the test hook
+    /// that stops it between a step's command and its in-process
+    /// continuation).
+    pub crash_after_steps: AtomicU64,
 }
 
 /// The labels of a step attempt.
@@ -105,6 +115,7 @@ struct StepLabel {
 impl Default for SagaProbe {
     fn default() -> Self {
         SagaProbe {
+            received: Counter::default(),
             observed: Counter::default(),
             duplicates: Counter::default(),
             discarded: Counter::default(),
@@ -115,6 +126,7 @@ impl Default for SagaProbe {
             by_step: Family::default(),
             step_seconds: latency_family(),
             crash_after_changes: AtomicU64::new(0),
+            crash_after_steps: AtomicU64::new(0),
         }
     }
 }
@@ -124,13 +136,18 @@ impl SagaProbe {
     pub fn register(&self, registry: &mut Registry) {
         let counters = [
             (
+                "fulcrum_saga_messages_received",
+                "Kafka messages the saga consumer received",
+                &self.received,
+            ),
+            (
                 "fulcrum_saga_messages_observed",
-                "Messages recorded as a saga's facts",
+                "Facts recorded by a saga (from Kafka or in-process)",
                 &self.observed,
             ),
             (
                 "fulcrum_saga_messages_duplicate",
-                "Redelivered messages a saga had already recorded",
+                "Facts a saga had already recorded (redeliveries, Kafka copies of in-process facts)",
                 &self.duplicates,
             ),
             (
@@ -328,7 +345,9 @@ impl Orchestrator {
                     attempt,
                     command_id,
                     ..
-                } => Some((step.clone(), *attempt, *command_id, event_id.to_string())),
+                } if !changed.inline.contains(&(step.clone(), *attempt)) => {
+                    Some((step.clone(), *attempt, *command_id, event_id.to_string()))
+                }
                 SagaEvent::SagaStepRechecked { step, attempt, .. } => {
                     let command_id = changed.saga.steps.get(step)?.command_id?;
                     Some((step.clone(), *attempt, command_id, event_id.to_string()))
@@ -382,6 +401,10 @@ impl Orchestrator {
                 Ok(events) => caused.extend(events),
                 Err(error) => failed.push((step, attempt, error)),
             }
+        }
+        let crash_at = self.probe.crash_after_steps.load(Ordering::Relaxed);
+        if crash_at != 0 && self.probe.steps.get() >= crash_at {
+            return Err(SagaError::Crashed);
         }
         if !failed.is_empty() {
             self.record_failures(order_id, saga, failed, correlation_id)
