@@ -2,7 +2,7 @@
 
 use std::net::SocketAddr;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use anyhow::Context;
 use axum::extract::FromRef;
@@ -47,6 +47,10 @@ pub struct AppState {
     /// The process's metrics registry, served at `/metrics`; the roles this
     /// process runs count on its series.
     pub metrics: Arc<Metrics>,
+    /// This process's saga orchestrator, once the `saga` role runs here:
+    /// an order placed here starts its saga at once (its Kafka copy is
+    /// then a no-op).
+    pub local_saga: Arc<OnceLock<saga::LocalFacts>>,
 }
 
 impl AppState {
@@ -63,6 +67,7 @@ impl AppState {
             auth: Arc::new(auth),
             projection_on_error: OnError::Halt,
             seal_key: None,
+            local_saga: Arc::default(),
         }
     }
 }
@@ -95,6 +100,8 @@ struct Background {
     commands: CommandHandler,
     /// The series the roles count on (served at `/metrics` by the `api` role).
     metrics: Arc<Metrics>,
+    /// Shared with the HTTP server: set when the saga role starts.
+    local_saga: Arc<OnceLock<saga::LocalFacts>>,
 }
 
 /// Connects to the database (creating it if missing) and applies migrations.
@@ -148,6 +155,7 @@ impl Application {
         };
         let commands = CommandHandler::new(store.clone(), executor);
         let metrics = Arc::new(Metrics::new(&store));
+        let local_saga: Arc<OnceLock<saga::LocalFacts>> = Arc::default();
         let background = Background {
             store: store.clone(),
             roles: config.roles.clone(),
@@ -161,6 +169,7 @@ impl Application {
             }),
             commands: commands.clone(),
             metrics: metrics.clone(),
+            local_saga: local_saga.clone(),
         };
         let mut app = if let Some(auth) = auth {
             let state = AppState {
@@ -171,6 +180,7 @@ impl Application {
                 projection_on_error: config.kafka.projection_on_error,
                 seal_key,
                 metrics,
+                local_saga,
             };
             Self::with_state(state, config.addr).await?
         } else {
@@ -357,6 +367,7 @@ fn spawn_saga(
         background.metrics.saga(),
     );
     let local = Some(orchestrator.local_facts());
+    let _ = background.local_saga.set(orchestrator.local_facts());
     let webhook = saga::webhook::run(sagas, commands, callbacks, local, stopped());
     let stop = stopped();
     tasks.spawn(async move {

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use commands::{Appended, CausedBy, CommandHandler, Loaded, Prepared, Repository};
+use commands::{Appended, CausedBy, CommandHandler, Loaded, Prepared, ProcessCommand, Repository};
 use domain::saga::{SagaCommand, SagaEvent, SourceRef, Step, StepStatus};
 use domain::{Aggregate, DomainEvent, Saga};
 use eventstore::{EventStore, ExpectedVersion, NewEvent, StreamAppend};
@@ -52,6 +52,8 @@ pub struct Changed {
     /// The step attempts whose command was carried out inside the change
     /// (and whose outcome the change already records): not to be sent.
     pub inline: Vec<(Step, u32)>,
+    /// For each of [`Inline::extra`]: whether the change carried it out.
+    pub extras: Vec<bool>,
 }
 
 /// What a change may carry out inside its own transaction ([`SagaStore::change_with`]):
@@ -61,6 +63,28 @@ pub struct Inline<'a> {
     pub commands: &'a CommandHandler,
     /// Settings (where to ship, step timings).
     pub config: &'a SagaConfig,
+    /// Commands to carry out too, first: a started payment step's command
+    /// once its gateway call succeeded, or a gateway answer to record.
+    pub extra: Vec<Extra>,
+}
+
+/// A command a change carries out besides the steps it starts.
+pub struct Extra {
+    /// The command.
+    pub command: ProcessCommand,
+    /// Its cause (its deterministic id above all).
+    pub cause: CausedBy,
+    /// The started step attempt it completes, if any: it is carried out only
+    /// if its outcome ends that step.
+    pub step: Option<(Step, u32)>,
+}
+
+/// A command prepared inside a change: the step attempt it completes, or
+/// the extra it is.
+struct Done {
+    step: Option<(Step, u32)>,
+    extra: Option<usize>,
+    command: Prepared,
 }
 
 /// Rounds of "commands decided → outcomes observed → next steps" one
@@ -171,6 +195,10 @@ impl SagaStore {
                 }
             }
             let Draft { saga, events } = draft;
+            if events.is_empty() && !prepared.is_empty() {
+                // Commands whose events tell the saga nothing: sent as usual.
+                abandon(std::mem::take(&mut prepared)).await;
+            }
             if events.is_empty() {
                 return Ok(Changed {
                     saga,
@@ -178,6 +206,7 @@ impl SagaStore {
                     version: loaded.version,
                     event_ids: Vec::new(),
                     inline: Vec::new(),
+                    extras: inline.map_or_else(Vec::new, |i| vec![false; i.extra.len()]),
                 });
             }
             let new_events: Vec<NewEvent> = events
@@ -195,11 +224,14 @@ impl SagaStore {
                 Ok(Some((after, positions))) => {
                     let version = after.version;
                     self.repository.remember(&stream, Arc::new(after)).await;
-                    let mut inline = Vec::with_capacity(prepared.len());
-                    for ((step, attempt, prepared), position) in prepared.into_iter().zip(positions)
-                    {
-                        prepared.committed(position).await;
-                        inline.push((step, attempt));
+                    let mut steps = Vec::with_capacity(prepared.len());
+                    let mut extras = inline.map_or_else(Vec::new, |i| vec![false; i.extra.len()]);
+                    for (done, position) in prepared.into_iter().zip(positions) {
+                        done.command.committed(position).await;
+                        steps.extend(done.step);
+                        if let Some(k) = done.extra {
+                            extras[k] = true;
+                        }
                     }
                     let (events, event_ids) = events.into_iter().unzip();
                     return Ok(Changed {
@@ -207,7 +239,8 @@ impl SagaStore {
                         events,
                         version,
                         event_ids,
-                        inline,
+                        inline: steps,
+                        extras,
                     });
                 }
                 Ok(None) => {
@@ -235,7 +268,7 @@ impl SagaStore {
         before: &Loaded<Saga>,
         after: &Saga,
         new_events: &[NewEvent],
-        prepared: &[(Step, u32, Prepared)],
+        prepared: &[Done],
         cause: &Cause,
         now: DateTime<Utc>,
     ) -> Result<Option<(Loaded<Saga>, Vec<i64>)>, SagaError> {
@@ -262,7 +295,7 @@ impl SagaStore {
             expected: ExpectedVersion::Exact(before.version),
             events: new_events,
         }];
-        appends.extend(prepared.iter().map(|(_, _, p)| p.append()));
+        appends.extend(prepared.iter().map(|done| done.command.append()));
         let appended = if appends.len() == 1 {
             let only = appends[0];
             self.store
@@ -336,72 +369,91 @@ async fn inline_steps(
     inline: &Inline<'_>,
     cause: &Cause,
     now: DateTime<Utc>,
-    prepared: &mut Vec<(Step, u32, Prepared)>,
+    prepared: &mut Vec<Done>,
 ) -> Result<(), SagaError> {
     let correlation_id = cause
         .correlation_id
         .clone()
         .unwrap_or_else(|| draft.saga.correlation_id.clone());
     let mut scanned = 0;
-    for _ in 0..INLINE_ROUNDS {
-        let started: Vec<(Step, u32, Uuid, Uuid)> = draft.events[scanned..]
-            .iter()
-            .filter_map(|(event, event_id)| match event {
-                SagaEvent::SagaStepStarted {
-                    step,
-                    attempt,
-                    command_id,
-                    ..
-                } if !steps::calls_gateway(step) => {
-                    Some((step.clone(), *attempt, *command_id, *event_id))
-                }
-                _ => None,
-            })
-            .collect();
-        scanned = draft.events.len();
-        let mut observed = Vec::new();
-        for (step, attempt, command_id, started_by) in started {
-            let Ok(Some(command)) = steps::command(inline.config, &draft.saga, &step) else {
+    for round in 0..INLINE_ROUNDS {
+        let mut wanted: Vec<(Option<usize>, Option<(Step, u32)>, ProcessCommand, CausedBy)> =
+            Vec::new();
+        if round == 0 {
+            for (k, extra) in inline.extra.iter().enumerate() {
+                wanted.push((
+                    Some(k),
+                    extra.step.clone(),
+                    extra.command.clone(),
+                    extra.cause.clone(),
+                ));
+            }
+        }
+        for (event, event_id) in &draft.events[scanned..] {
+            let SagaEvent::SagaStepStarted {
+                step,
+                attempt,
+                command_id,
+                ..
+            } = event
+            else {
                 continue;
             };
+            if steps::calls_gateway(step) {
+                continue;
+            }
+            let Ok(Some(command)) = steps::command(inline.config, &draft.saga, step) else {
+                continue;
+            };
+            let cause = CausedBy {
+                command_id: *command_id,
+                correlation_id: correlation_id.clone(),
+                causation_id: event_id.to_string(),
+                actor: "saga".into(),
+                traceparent: eventstore::trace::next_hop(),
+            };
+            wanted.push((None, Some((step.clone(), *attempt)), command, cause));
+        }
+        scanned = draft.events.len();
+        let mut observed = Vec::new();
+        for (extra, step, command, cause) in wanted {
             // One command per stream and change: a second would be decided
             // on a state that misses the first.
             if prepared
                 .iter()
-                .any(|(_, _, p)| p.stream_id() == command.stream_id())
+                .any(|done| done.command.stream_id() == command.stream_id())
             {
                 continue;
             }
-            let caused = CausedBy {
-                command_id,
-                correlation_id: correlation_id.clone(),
-                causation_id: started_by.to_string(),
-                actor: "saga".into(),
-                traceparent: eventstore::trace::next_hop(),
-            };
             // Refused (perhaps on a stale cache) or a no-op: sent as usual.
-            let Ok(Some(command)) = inline.commands.prepare(&command, &caused).await else {
+            let Ok(Some(command)) = inline.commands.prepare(&command, &cause).await else {
                 continue;
             };
             let facts = facts_of(draft.saga.order_id, &command.appended(), now);
-            // The step must end with what its command appended; if it would
+            // A step must end with what its command appended; if it would
             // stay open it is sent as usual, under its idempotency key.
-            let mut trial = draft.saga.clone();
-            for fact in &facts {
-                for event in trial.decide(fact)? {
-                    trial = trial.evolve(&event);
+            if let Some((step, attempt)) = &step {
+                let mut trial = draft.saga.clone();
+                for fact in &facts {
+                    for event in trial.decide(fact)? {
+                        trial = trial.evolve(&event);
+                    }
+                }
+                let open = trial
+                    .steps
+                    .get(step)
+                    .is_some_and(|s| s.attempt == *attempt && s.status == StepStatus::Started);
+                if open {
+                    command.abandoned().await;
+                    continue;
                 }
             }
-            let open = trial
-                .steps
-                .get(&step)
-                .is_some_and(|s| s.attempt == attempt && s.status == StepStatus::Started);
-            if open {
-                command.abandoned().await;
-                continue;
-            }
             observed.extend(facts);
-            prepared.push((step, attempt, command));
+            prepared.push(Done {
+                step,
+                extra,
+                command,
+            });
         }
         if observed.is_empty() {
             break;
@@ -447,8 +499,8 @@ fn facts_of(order_id: Uuid, events: &[Appended], now: DateTime<Utc>) -> Vec<Saga
 }
 
 /// Forgets what prepared commands may have left stale.
-async fn abandon(prepared: Vec<(Step, u32, Prepared)>) {
-    for (_, _, command) in prepared {
-        command.abandoned().await;
+async fn abandon(prepared: Vec<Done>) {
+    for done in prepared {
+        done.command.abandoned().await;
     }
 }

@@ -26,6 +26,20 @@ pub async fn record(
     key: &str,
     answer: &GatewayAnswer,
 ) -> Result<Vec<Appended>, SagaError> {
+    let (command, cause) = answer_command(saga, key, answer);
+    let outcome = commands.dispatch(command, &cause).await?;
+    Ok(outcome.events)
+}
+
+/// The payment command that records `answer` to the authorisation `key` of
+/// `saga`'s order, and its cause: a deterministic command id per answer,
+/// so an answer given twice records once (the payment, too, takes the same
+/// answer again as a no-op).
+pub fn answer_command(
+    saga: &Saga,
+    key: &str,
+    answer: &GatewayAnswer,
+) -> (ProcessCommand, CausedBy) {
     let order_id = saga.order_id;
     let (name, command) = match answer {
         GatewayAnswer::Approved { authorization_id } => (
@@ -60,16 +74,15 @@ pub async fn record(
         actor: "payment-gateway".into(),
         traceparent: None,
     };
-    let outcome = commands
-        .dispatch(ProcessCommand::Payment { order_id, command }, &cause)
-        .await?;
-    Ok(outcome.events)
+    (ProcessCommand::Payment { order_id, command }, cause)
 }
 
 /// Records every callback from `callbacks` until `shutdown` resolves or the
-/// gateway goes away, and reports what it recorded to `local` (this
-/// process's orchestrator, if it runs one), so that the saga goes on at
-/// once. A callback whose saga cannot be read, or whose answer cannot be
+/// gateway goes away. With `local` (this process's orchestrator, if it runs
+/// one) the orchestrator records each answer in the saga's next change,
+/// together with what it makes due; when it cannot take it, the answer is
+/// recorded here and what was appended is reported to it, so that the
+/// saga goes on at once. A callback whose saga cannot be read, or whose answer cannot be
 /// recorded for now, is retried a few times; after that the payment
 /// step's deadline asks the gateway again.
 pub async fn run(
@@ -101,6 +114,16 @@ async fn deliver(
     local: Option<LocalFacts>,
     callback: Callback,
 ) {
+    // This process's orchestrator records it with the saga's next change.
+    if local.as_ref().is_some_and(|local| {
+        local.answer(
+            callback.order_id,
+            &callback.idempotency_key,
+            &callback.answer,
+        )
+    }) {
+        return;
+    }
     let mut backoff = eventstore::kafka::Backoff::new(
         std::time::Duration::from_millis(50),
         std::time::Duration::from_secs(2),

@@ -147,6 +147,8 @@ impl System {
                 () = all => {}
             }
         };
+        // Orders placed through this system's API start their sagas here.
+        let _ = self.app.state.local_saga.set(orchestrator.local_facts());
         if let Some(callbacks) = self.callbacks.take() {
             tokio::spawn(saga::webhook::run(
                 self.app.state.sagas.clone(),
@@ -159,6 +161,28 @@ impl System {
         let handle = tokio::spawn(orchestrator.run(stopped));
         self.orchestrators.push((stop, handle));
         self.orchestrators.len() - 1
+    }
+
+    /// Waits until the orchestrator counting on `probe` receives from
+    /// Kafka (its consumer joined the group), after receiving one unit of
+    /// `sku` (an event on a topic every orchestrator reads). A member
+    /// stopped while it joins can hold the group's next rebalance back for
+    /// a long time on Tansu; sagas that run in-process can end before the
+    /// join, so tests that stop orchestrators wait for it first.
+    pub async fn joined(&self, probe: &SagaProbe, sku: &str) {
+        let receipt = format!("/api/v1/inventory/{sku}/receipts");
+        assert_eq!(
+            self.operator_post(&receipt, &json!({"quantity": 1})).await,
+            201
+        );
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while probe.received.get() == 0 {
+            assert!(
+                Instant::now() < deadline,
+                "the orchestrator never received from Kafka"
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
     }
 
     /// Stops orchestrator `index` and answers how it ended.

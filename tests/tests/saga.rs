@@ -387,6 +387,7 @@ async fn an_orchestrator_stopped_at_any_step_boundary_resumes_without_acting_twi
         probe.crash_after_changes.store(changes, Ordering::Relaxed);
         probe.crash_after_steps.store(steps, Ordering::Relaxed);
         let crashing = system.start_orchestrator_with(probe.clone(), config.clone());
+        system.joined(&probe, "R").await;
         let order = system.place("rita", &[("R", 1)], "tok_visa", "DE").await;
         let ended = system.orchestrator_ended(crashing).await;
         assert!(
@@ -400,20 +401,13 @@ async fn an_orchestrator_stopped_at_any_step_boundary_resumes_without_acting_twi
         // Until the saga has seen the confirmation, so that the next round
         // starts with nothing left over.
         wait_for_step(&system, order, "confirm_order", "succeeded").await;
-        // And until its consumer joined the group and received (the saga
-        // may finish in-process before): a member stopped while it joins
-        // can hold the group's next rebalance back for a long time.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-        while resumed_probe.received.get() == 0 {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the resumed orchestrator never received"
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-        }
+        // And until its consumer joined the group (the saga may finish
+        // in-process before; see `System::joined`).
+        system.joined(&resumed_probe, "R").await;
         system.stop_orchestrator(resumed).await.unwrap();
     }
-    system.stock_reaches("R", 100, 5).await;
+    // Two units received per round (one for each orchestrator to join on).
+    system.stock_reaches("R", 110, 5).await;
     let streams = system.check_invariants().await;
     let captures: usize = streams
         .iter()

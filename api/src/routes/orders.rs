@@ -97,7 +97,11 @@ pub async fn place(
         shipping_address: b.shipping_address,
         payment_method: b.payment_method,
     };
+    let (order_id, correlation_id) = (request.order_id, context.correlation_id.clone());
     let outcome = state.commands.place_order(request, context).await?;
+    if let Some(saga) = state.local_saga.get() {
+        saga.report(order_id, &correlation_id, outcome.events.clone());
+    }
     Ok(Answer(written(outcome)?))
 }
 

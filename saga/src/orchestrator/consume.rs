@@ -141,6 +141,7 @@ impl Orchestrator {
         let inline = Inline {
             commands: &self.commands,
             config: &self.config,
+            extra: Vec::new(),
         };
         let changed = self
             .sagas
@@ -165,21 +166,21 @@ impl Orchestrator {
                 Some(&inline),
             )
             .await?;
-        let facts = deliveries
+        // A delivered fact the change did not record was recorded before.
+        let recorded = |d: &&Delivery| {
+            changed.events.iter().any(|e| {
+                matches!(e, SagaEvent::SagaEventObserved { source, .. }
+                    if source.event_id == d.source.event_id)
+            })
+        };
+        let duplicates = deliveries
             .iter()
             .filter(|d| matches!(d.input, Input::Fact(_)))
+            .filter(|d| !recorded(d))
             .count();
-        let observed = changed
-            .events
-            .iter()
-            .filter(|e| matches!(e, SagaEvent::SagaEventObserved { .. }))
-            .count();
-        self.probe
-            .observed
-            .inc_by(eventstore::metrics::count(observed));
         self.probe
             .duplicates
-            .inc_by(eventstore::metrics::count(facts.saturating_sub(observed)));
+            .inc_by(eventstore::metrics::count(duplicates));
         let correlation = cause
             .correlation_id
             .unwrap_or_else(|| changed.saga.correlation_id.clone());

@@ -11,6 +11,9 @@
 //! answer recorded elsewhere) need Kafka on an order's critical path.
 
 use commands::Appended;
+
+use crate::gateway::GatewayAnswer;
+use crate::store::Extra;
 use futures::future::BoxFuture;
 use tokio::sync::mpsc;
 
@@ -22,12 +25,28 @@ use crate::facts::fact_of;
 /// their Kafka copies.
 const INBOX: usize = 4096;
 
-/// Events this process appended that may concern a saga.
+/// What this process reports to its orchestrator.
 #[derive(Debug)]
-pub struct Reported {
-    order_id: Uuid,
-    correlation_id: String,
-    events: Vec<Appended>,
+pub enum Reported {
+    /// Events it appended that may concern the saga of `order_id`.
+    Events {
+        /// The saga.
+        order_id: Uuid,
+        /// Its correlation id.
+        correlation_id: String,
+        /// The events.
+        events: Vec<Appended>,
+    },
+    /// The gateway's answer to the authorisation `key` of the order, not
+    /// yet recorded: the saga records it in its next change.
+    Answer {
+        /// The saga.
+        order_id: Uuid,
+        /// The authorisation's idempotency key.
+        key: String,
+        /// The answer.
+        answer: GatewayAnswer,
+    },
 }
 
 /// Where a process reports events it appended to its orchestrator (e.g.
@@ -43,12 +62,84 @@ impl LocalFacts {
         if events.is_empty() {
             return;
         }
-        let _ = self.0.try_send(Reported {
+        let _ = self.0.try_send(Reported::Events {
             order_id,
             correlation_id: correlation_id.to_owned(),
             events,
         });
     }
+
+    /// Hands the gateway's `answer` to the authorisation `key` of
+    /// `order_id` to the orchestrator, which records it together with what
+    /// it makes due. False when the orchestrator is not running or is
+    /// behind: the caller then records it itself.
+    pub fn answer(&self, order_id: Uuid, key: &str, answer: &GatewayAnswer) -> bool {
+        self.0
+            .try_send(Reported::Answer {
+                order_id,
+                key: key.to_owned(),
+                answer: answer.clone(),
+            })
+            .is_ok()
+    }
+}
+
+/// The saga an event this process appended concerns, and what it asks of
+/// it: an `OrderPlaced` starts the saga (under `correlation_id`, the
+/// request's), any other event states a fact (see [`fact_of`]).
+fn delivery(
+    event: Appended,
+    correlation_id: &str,
+) -> Result<Option<(Uuid, Delivery)>, domain::EventDecodeError> {
+    let stream_type = event.stream_id.split('-').next().unwrap_or_default();
+    let input = if stream_type == "order" && event.event_type == "OrderPlaced" {
+        let OrderEvent::OrderPlaced {
+            order_id,
+            customer_id,
+            lines,
+            total,
+            currency,
+            shipping_address,
+            payment_method,
+        } = OrderEvent::from_stored(&event.event_type, event.schema_version, event.data)?
+        else {
+            return Ok(None);
+        };
+        let start = SagaCommand::Start {
+            order_id,
+            customer_id,
+            lines,
+            total,
+            currency,
+            shipping_address,
+            payment_method,
+            correlation_id: correlation_id.to_owned(),
+        };
+        (order_id, Input::Start(Box::new(start)))
+    } else {
+        match fact_of(
+            stream_type,
+            &event.event_type,
+            event.schema_version,
+            event.data,
+        )? {
+            Some((order_id, fact)) => (order_id, Input::Fact(fact)),
+            None => return Ok(None),
+        }
+    };
+    let source = SourceRef {
+        event_id: event.event_id,
+        stream_id: event.stream_id,
+        version: event.version,
+        event_type: event.event_type,
+    };
+    Ok(Some((
+        input.0,
+        Delivery {
+            source,
+            input: input.1,
+        },
+    )))
 }
 
 /// A new inbox: its sending and receiving ends.
@@ -72,23 +163,12 @@ impl Orchestrator {
         async move {
             let deliveries: Vec<Delivery> = events
                 .into_iter()
-                .filter_map(|event| {
-                    let stream_type = event.stream_id.split('-').next().unwrap_or_default();
-                    match fact_of(stream_type, &event.event_type, event.schema_version, event.data) {
-                        Ok(Some((id, fact))) if id == order_id => Some(Delivery {
-                            source: SourceRef {
-                                event_id: event.event_id,
-                                stream_id: event.stream_id,
-                                version: event.version,
-                                event_type: event.event_type,
-                            },
-                            input: Input::Fact(fact),
-                        }),
-                        Ok(_) => None,
-                        Err(error) => {
-                            tracing::warn!(%order_id, %error, "an event this process appended cannot be read as a fact");
-                            None
-                        }
+                .filter_map(|event| match delivery(event, correlation_id) {
+                    Ok(Some((id, delivery))) if id == order_id => Some(delivery),
+                    Ok(_) => None,
+                    Err(error) => {
+                        tracing::warn!(%order_id, %error, "an event this process appended cannot be read as a fact");
+                        None
                     }
                 })
                 .collect();
@@ -123,10 +203,7 @@ impl Orchestrator {
         while open || !running.is_empty() {
             tokio::select! {
                 report = inbox.recv(), if open && running.len() < limit => match report {
-                    Some(report) => running.push(async move {
-                        self.continue_with(report.order_id, report.events, &report.correlation_id)
-                            .await
-                    }),
+                    Some(report) => running.push(self.reported(report)),
                     None => open = false,
                 },
                 Some(done) = running.next(), if !running.is_empty() => {
@@ -138,6 +215,107 @@ impl Orchestrator {
                 _ = stopping.wait_for(|stop| *stop), if open => open = false,
             }
         }
+        // Answers nobody will record now are recorded as they are (their
+        // sagas go on from the Kafka copies); reported events only lose
+        // their shortcut.
+        inbox.close();
+        while let Ok(report) = inbox.try_recv() {
+            if let Reported::Answer {
+                order_id,
+                key,
+                answer,
+            } = report
+            {
+                if let Err(error) = self.record_alone(order_id, &key, &answer).await {
+                    tracing::warn!(%order_id, %error, "recording a gateway answer at stop failed; the payment deadline will ask the gateway");
+                }
+            }
+        }
         failure.map_or(Ok(()), Err)
+    }
+
+    /// Carries out one report.
+    async fn reported(&self, report: Reported) -> Result<(), SagaError> {
+        match report {
+            Reported::Events {
+                order_id,
+                correlation_id,
+                events,
+            } => self.continue_with(order_id, events, &correlation_id).await,
+            Reported::Answer {
+                order_id,
+                key,
+                answer,
+            } => match self.record_answer(order_id, &key, &answer).await {
+                Err(SagaError::Crashed) => Err(SagaError::Crashed),
+                Err(error) => {
+                    tracing::warn!(%order_id, %error, "recording a gateway answer with its saga failed; recording it alone");
+                    if let Err(error) = self.record_alone(order_id, &key, &answer).await {
+                        tracing::warn!(%order_id, %error, "recording a gateway answer failed; the payment deadline will ask the gateway");
+                    }
+                    Ok(())
+                }
+                Ok(()) => Ok(()),
+            },
+        }
+    }
+
+    /// Records the gateway's answer on the payment stream in the saga's
+    /// next change, with what it makes due, then carries that out.
+    async fn record_answer(
+        &self,
+        order_id: Uuid,
+        key: &str,
+        answer: &GatewayAnswer,
+    ) -> Result<(), SagaError> {
+        let loaded = self.sagas.load(order_id).await?;
+        if !loaded.state.started {
+            return Err(SagaError::Domain(domain::DomainError::not_found("saga")));
+        }
+        let (command, caused) = webhook::answer_command(&loaded.state, key, answer);
+        let mut cause = Cause::saga(caused.command_id.to_string());
+        cause.correlation_id = Some(loaded.state.correlation_id.clone());
+        let inline = Inline {
+            commands: &self.commands,
+            config: &self.config,
+            extra: vec![Extra {
+                command,
+                cause: caused,
+                step: None,
+            }],
+        };
+        let timings = self.config.timings();
+        let changed = self
+            .sagas
+            .change_with(
+                order_id,
+                &cause,
+                |_, now| vec![SagaCommand::Advance { now, timings }],
+                Some(&inline),
+            )
+            .await?;
+        let recorded = changed.extras.first().copied().unwrap_or(false);
+        let correlation = loaded.state.correlation_id.clone();
+        self.carry_out(order_id, changed, correlation).await?;
+        if !recorded {
+            // The payment took it as a no-op (given before), or it told the
+            // saga nothing new: recorded the usual way, idempotently.
+            self.record_alone(order_id, key, answer).await?;
+        }
+        Ok(())
+    }
+
+    /// Records the gateway's answer on its own (the webhook's way), and
+    /// continues the saga from what it appended.
+    async fn record_alone(
+        &self,
+        order_id: Uuid,
+        key: &str,
+        answer: &GatewayAnswer,
+    ) -> Result<(), SagaError> {
+        let loaded = self.sagas.load(order_id).await?;
+        let recorded = webhook::record(&self.commands, &loaded.state, key, answer).await?;
+        self.continue_with(order_id, recorded, &loaded.state.correlation_id)
+            .await
     }
 }

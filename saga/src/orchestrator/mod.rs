@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use chrono::Utc;
-use commands::{CausedBy, CommandHandler};
+use commands::{CausedBy, CommandHandler, ProcessCommand};
 use domain::order::OrderEvent;
 use domain::saga::{Fact, SagaCommand, SagaEvent, SourceRef, Step, StepStatus};
 use domain::DomainEvent;
@@ -45,7 +45,7 @@ use uuid::Uuid;
 use crate::config::to_chrono;
 use crate::gateway::{PaymentGateway, RequestStatus};
 use crate::steps::{self, payment_key};
-use crate::store::{Cause, Changed, Inline, SagaStore};
+use crate::store::{Cause, Changed, Extra, Inline, SagaStore};
 use crate::webhook;
 use crate::{SagaConfig, SagaError};
 
@@ -215,6 +215,15 @@ pub struct Orchestrator {
     inbox: std::sync::Mutex<Option<tokio::sync::mpsc::Receiver<continuation::Reported>>>,
 }
 
+/// What one step attempt came to.
+enum Attempted {
+    /// Carried out: the events its command appended.
+    Done(Vec<commands::Appended>),
+    /// A payment step's gateway call succeeded; its command is still to
+    /// be appended.
+    Called(ProcessCommand),
+}
+
 /// What a message asks of a saga.
 enum Input {
     Start(Box<SagaCommand>),
@@ -331,6 +340,14 @@ impl Orchestrator {
             return Ok(());
         }
         let changes = self.probe.changes.inc() + 1;
+        let observed = changed
+            .events
+            .iter()
+            .filter(|e| matches!(e, SagaEvent::SagaEventObserved { .. }))
+            .count();
+        self.probe
+            .observed
+            .inc_by(eventstore::metrics::count(observed));
         let crash_at = self.probe.crash_after_changes.load(Ordering::Relaxed);
         if crash_at != 0 && changes >= crash_at {
             return Err(SagaError::Crashed);
@@ -381,24 +398,22 @@ impl Orchestrator {
                     };
                     self.probe.steps.inc();
                     let started = std::time::Instant::now();
-                    let result = steps::perform(
-                        &self.commands,
-                        self.gateway.as_ref(),
-                        &self.config,
-                        saga,
-                        &step,
-                        &cause,
-                    )
-                    .await;
+                    let result = self.attempt(saga, &step, &cause).await;
                     self.probe
                         .step_done(step.name(), result.is_ok(), started.elapsed());
-                    (step, attempt, result)
+                    (step, attempt, cause, result)
                 });
         let mut caused = Vec::new();
+        let mut called = Vec::new();
         let mut failed: Vec<(Step, u32, String)> = Vec::new();
-        for (step, attempt, result) in futures::future::join_all(attempts).await {
+        for (step, attempt, cause, result) in futures::future::join_all(attempts).await {
             match result {
-                Ok(events) => caused.extend(events),
+                Ok(Attempted::Done(events)) => caused.extend(events),
+                Ok(Attempted::Called(command)) => called.push(Extra {
+                    command,
+                    cause,
+                    step: Some((step, attempt)),
+                }),
                 Err(error) => failed.push((step, attempt, error)),
             }
         }
@@ -410,7 +425,101 @@ impl Orchestrator {
             self.record_failures(order_id, saga, failed, correlation_id)
                 .await?;
         }
+        if !called.is_empty() {
+            self.complete_called(order_id, called, correlation_id)
+                .await?;
+        }
         self.continue_with(order_id, caused, correlation_id).await
+    }
+
+    /// One attempt of `step`: a plain step is carried out (its command
+    /// appended, answered with its events); a payment step calls the gateway,
+    /// and its command is left to the saga's next change.
+    async fn attempt(
+        &self,
+        saga: &domain::Saga,
+        step: &Step,
+        cause: &CausedBy,
+    ) -> Result<Attempted, String> {
+        let gateway = self.gateway.as_ref();
+        if steps::calls_gateway(step) {
+            if let Some(command) = steps::command(&self.config, saga, step)? {
+                steps::call_gateway(gateway, saga, step).await?;
+                return Ok(Attempted::Called(command));
+            }
+        }
+        steps::perform(&self.commands, gateway, &self.config, saga, step, cause)
+            .await
+            .map(Attempted::Done)
+    }
+
+    /// Appends the commands of payment steps whose gateway call succeeded
+    /// in the saga's next change, with what their outcomes make due, then
+    /// carries that out. A command the change could not take is sent the
+    /// usual way.
+    fn complete_called<'a>(
+        &'a self,
+        order_id: Uuid,
+        called: Vec<Extra>,
+        correlation_id: &'a str,
+    ) -> futures::future::BoxFuture<'a, Result<(), SagaError>> {
+        async move {
+            let mut cause = Cause::saga(called[0].cause.causation_id.clone());
+            cause.correlation_id = Some(correlation_id.to_owned());
+            let timings = self.config.timings();
+            let sends: Vec<(ProcessCommand, CausedBy, Option<(Step, u32)>)> = called
+                .iter()
+                .map(|e| (e.command.clone(), e.cause.clone(), e.step.clone()))
+                .collect();
+            let inline = Inline {
+                commands: &self.commands,
+                config: &self.config,
+                extra: called,
+            };
+            let changed = self
+                .sagas
+                .change_with(
+                    order_id,
+                    &cause,
+                    |_, now| vec![SagaCommand::Advance { now, timings }],
+                    Some(&inline),
+                )
+                .await;
+            let (done, changed) = match changed {
+                Ok(changed) => (changed.extras.clone(), Some(changed)),
+                Err(SagaError::Crashed) => return Err(SagaError::Crashed),
+                Err(error) => {
+                    tracing::warn!(%order_id, %error, "recording payment steps with the saga failed; sending their commands alone");
+                    (vec![false; sends.len()], None)
+                }
+            };
+            if let Some(changed) = changed {
+                self.carry_out(order_id, changed, correlation_id.to_owned())
+                    .await?;
+            }
+            let mut caused = Vec::new();
+            let mut failed = Vec::new();
+            for ((command, cause, step), done) in sends.into_iter().zip(done) {
+                if done {
+                    continue;
+                }
+                match self.commands.dispatch(command, &cause).await {
+                    Ok(outcome) => caused.extend(outcome.events),
+                    Err(error) => {
+                        if let Some((step, attempt)) = step {
+                            failed.push((step, attempt, error.to_string()));
+                        }
+                    }
+                }
+            }
+            if !failed.is_empty() {
+                let saga = self.sagas.load(order_id).await?;
+                self.record_failures(order_id, &saga.state, failed, correlation_id)
+                    .await?;
+            }
+            self.continue_with(order_id, caused, correlation_id).await
+        }
+        .boxed()
     }
 
     /// Records the failed attempts of steps of the saga of `order_id`.
