@@ -82,18 +82,26 @@ impl Prepared {
 }
 
 impl<A: Aggregate> Executor<A> {
-    /// Decides `command` for the stream `<A::KIND>-<id>` on its cached state,
-    /// for the caller to append (see the module). `Ok(None)` when it changes
-    /// nothing. A refusal may come from a stale cache: the caller should
-    /// carry the command out the usual way, which decides again.
+    /// Decides `command` for the stream `<A::KIND>-<id>` on its cached state
+    /// (on the empty state, without reading the store, when the caller
+    /// vouches that the stream is `new`: the append's expected version
+    /// catches one that exists), for the caller to append (see the module).
+    /// `Ok(None)` when it changes nothing. A refusal may come from a stale
+    /// cache: the caller should carry the command out the usual way, which
+    /// decides again.
     pub async fn prepare(
         self: &Arc<Self>,
         id: &str,
         command: &A::Command,
         context: &CommandContext,
+        new: bool,
     ) -> Result<Option<Prepared>, CommandError> {
         let stream_id = domain::stream_id::<A>(id);
-        let loaded = self.repository().load(&stream_id).await?;
+        let loaded = if new {
+            Arc::new(Loaded::default())
+        } else {
+            self.repository().load(&stream_id).await?
+        };
         let decided = loaded.state.decide(command)?;
         if decided.is_empty() {
             return Ok(None);
@@ -130,30 +138,32 @@ impl<A: Aggregate> Executor<A> {
 
 impl CommandHandler {
     /// Decides a process command ahead of its write (see the module), under
-    /// the same context [`CommandHandler::dispatch`] gives it.
+    /// the same context [`CommandHandler::dispatch`] gives it; `new` as for
+    /// [`Executor::prepare`].
     pub async fn prepare(
         &self,
         command: &ProcessCommand,
         cause: &CausedBy,
+        new: bool,
     ) -> Result<Option<Prepared>, CommandError> {
         let request = serde_json::to_value(command)
             .map_err(|e| eventstore::StoreError::Corrupt(format!("encoding a command: {e}")))?;
         let context = CommandContext::caused_by(cause, &request);
         match command {
             ProcessCommand::Inventory { sku, command } => {
-                self.inventory.prepare(sku, command, &context).await
+                self.inventory.prepare(sku, command, &context, new).await
             }
             ProcessCommand::Payment { order_id, command } => {
                 let id = order_id.to_string();
-                self.payments.prepare(&id, command, &context).await
+                self.payments.prepare(&id, command, &context, new).await
             }
             ProcessCommand::Shipment { order_id, command } => {
                 let id = order_id.to_string();
-                self.shipments.prepare(&id, command, &context).await
+                self.shipments.prepare(&id, command, &context, new).await
             }
             ProcessCommand::Order { order_id, command } => {
                 let id = order_id.to_string();
-                self.orders.prepare(&id, command, &context).await
+                self.orders.prepare(&id, command, &context, new).await
             }
         }
     }

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use commands::{Appended, CausedBy, CommandHandler, Loaded, Prepared, ProcessCommand, Repository};
 use domain::saga::{SagaCommand, SagaEvent, SourceRef, Step, StepStatus};
 use domain::{Aggregate, DomainEvent, Saga};
-use eventstore::{EventStore, ExpectedVersion, NewEvent, StreamAppend};
+use eventstore::{stream_type, EventStore, ExpectedVersion, NewEvent, StreamAppend};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -66,6 +66,10 @@ pub struct Inline<'a> {
     /// Commands to carry out too, first: a started payment step's command
     /// once its gateway call succeeded, or a gateway answer to record.
     pub extra: Vec<Extra>,
+    /// The saga is most likely new (its order was just placed): the first
+    /// try decides on the empty state without reading the store; the
+    /// expected version catches a saga that exists.
+    pub new_saga: bool,
 }
 
 /// A command a change carries out besides the steps it starts.
@@ -177,7 +181,11 @@ impl SagaStore {
     ) -> Result<Changed, SagaError> {
         let stream = stream_id(order_id);
         for attempt in 0..MAX_TRIES {
-            let loaded = self.load(order_id).await?;
+            let loaded = if attempt == 0 && inline.is_some_and(|i| i.new_saga) {
+                Arc::new(Loaded::default())
+            } else {
+                self.load(order_id).await?
+            };
             let now = Utc::now();
             let mut draft = Draft {
                 saga: loaded.state.clone(),
@@ -188,7 +196,8 @@ impl SagaStore {
             }
             let mut prepared = Vec::new();
             if let Some(inline) = inline.filter(|_| attempt < INLINE_TRIES) {
-                let inlined = inline_steps(&mut draft, inline, cause, now, &mut prepared).await;
+                let inlined =
+                    inline_steps(&mut draft, inline, cause, now, attempt == 0, &mut prepared).await;
                 if let Err(error) = inlined {
                     abandon(prepared).await;
                     return Err(error);
@@ -369,6 +378,7 @@ async fn inline_steps(
     inline: &Inline<'_>,
     cause: &Cause,
     now: DateTime<Utc>,
+    first_try: bool,
     prepared: &mut Vec<Done>,
 ) -> Result<(), SagaError> {
     let correlation_id = cause
@@ -425,8 +435,15 @@ async fn inline_steps(
             {
                 continue;
             }
+            // An order's payment and shipment streams begin with what its
+            // saga does: one the saga never heard of is most likely new (the
+            // expected version catches one that is not; the retry reads it).
+            let stream = command.stream_id();
+            let new = first_try
+                && matches!(stream_type(&stream), "payment" | "shipment")
+                && !draft.saga.seen.contains_key(&stream);
             // Refused (perhaps on a stale cache) or a no-op: sent as usual.
-            let Ok(Some(command)) = inline.commands.prepare(&command, &cause).await else {
+            let Ok(Some(command)) = inline.commands.prepare(&command, &cause, new).await else {
                 continue;
             };
             let facts = facts_of(draft.saga.order_id, &command.appended(), now);

@@ -96,7 +96,7 @@ impl Orchestrator {
         let mut cause = Cause::saga(event.event_id.to_string());
         cause.correlation_id = text(&event.metadata, "correlation_id");
         loop {
-            let attempt = self.handle(order_id, &delivery, cause.clone());
+            let attempt = self.handle(order_id, &delivery, cause.clone(), false);
             let span = tracing::info_span!(
                 "saga_event",
                 trace_id = tracing::field::Empty,
@@ -131,17 +131,23 @@ impl Orchestrator {
     /// One change of the saga of `order_id`: the deliveries (a start, or
     /// facts; redeliveries are no-ops) and what they make due, in one
     /// append; then the steps that change started.
+    ///
+    /// `new_saga`: the deliveries start a saga that most likely does not
+    /// exist yet (an order this process just placed), so the first try
+    /// skips reading it (see [`Inline::new_saga`]).
     pub(super) async fn handle(
         &self,
         order_id: Uuid,
         deliveries: &[Delivery],
         cause: Cause,
+        new_saga: bool,
     ) -> Result<(), SagaError> {
         let timings = self.config.timings();
         let inline = Inline {
             commands: &self.commands,
             config: &self.config,
             extra: Vec::new(),
+            new_saga,
         };
         let changed = self
             .sagas

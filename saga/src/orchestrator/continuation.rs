@@ -12,6 +12,9 @@
 
 use commands::Appended;
 
+use eventstore::trace::TraceParent;
+use tracing::Instrument;
+
 use crate::gateway::GatewayAnswer;
 use crate::store::Extra;
 use futures::future::BoxFuture;
@@ -36,6 +39,8 @@ pub enum Reported {
         correlation_id: String,
         /// The events.
         events: Vec<Appended>,
+        /// The trace the reporter was in (the saga continues it).
+        trace: Option<TraceParent>,
     },
     /// The gateway's answer to the authorisation `key` of the order, not
     /// yet recorded: the saga records it in its next change.
@@ -46,6 +51,8 @@ pub enum Reported {
         key: String,
         /// The answer.
         answer: GatewayAnswer,
+        /// The trace the reporter was in.
+        trace: Option<TraceParent>,
     },
 }
 
@@ -66,6 +73,7 @@ impl LocalFacts {
             order_id,
             correlation_id: correlation_id.to_owned(),
             events,
+            trace: eventstore::trace::current(),
         });
     }
 
@@ -79,6 +87,7 @@ impl LocalFacts {
                 order_id,
                 key: key.to_owned(),
                 answer: answer.clone(),
+                trace: eventstore::trace::current(),
             })
             .is_ok()
     }
@@ -177,7 +186,10 @@ impl Orchestrator {
             };
             let mut cause = Cause::saga(first.source.event_id.to_string());
             cause.correlation_id = Some(correlation_id.to_owned());
-            match self.handle(order_id, &deliveries, cause).await {
+            let new_saga = deliveries
+                .iter()
+                .any(|d| matches!(d.input, Input::Start(_)));
+            match self.handle(order_id, &deliveries, cause, new_saga).await {
                 Ok(()) => Ok(()),
                 Err(SagaError::Crashed) => Err(SagaError::Crashed),
                 Err(error) => {
@@ -224,6 +236,7 @@ impl Orchestrator {
                 order_id,
                 key,
                 answer,
+                ..
             } = report
             {
                 if let Err(error) = self.record_alone(order_id, &key, &answer).await {
@@ -234,18 +247,37 @@ impl Orchestrator {
         failure.map_or(Ok(()), Err)
     }
 
-    /// Carries out one report.
+    /// Carries out one report, in the trace its reporter was in.
     async fn reported(&self, report: Reported) -> Result<(), SagaError> {
+        let (order_id, trace) = match &report {
+            Reported::Events {
+                order_id, trace, ..
+            }
+            | Reported::Answer {
+                order_id, trace, ..
+            } => (*order_id, *trace),
+        };
+        let span = tracing::info_span!("saga_local", trace_id = tracing::field::Empty, %order_id);
+        let trace = eventstore::trace::enter(&span, trace);
+        span.record("trace_id", trace.trace_id().as_str());
+        eventstore::trace::scope(trace, self.carry_report(report))
+            .instrument(span)
+            .await
+    }
+
+    async fn carry_report(&self, report: Reported) -> Result<(), SagaError> {
         match report {
             Reported::Events {
                 order_id,
                 correlation_id,
                 events,
+                ..
             } => self.continue_with(order_id, events, &correlation_id).await,
             Reported::Answer {
                 order_id,
                 key,
                 answer,
+                ..
             } => match self.record_answer(order_id, &key, &answer).await {
                 Err(SagaError::Crashed) => Err(SagaError::Crashed),
                 Err(error) => {
@@ -283,6 +315,7 @@ impl Orchestrator {
                 cause: caused,
                 step: None,
             }],
+            new_saga: false,
         };
         let timings = self.config.timings();
         let changed = self

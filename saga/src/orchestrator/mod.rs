@@ -475,6 +475,7 @@ impl Orchestrator {
                 commands: &self.commands,
                 config: &self.config,
                 extra: called,
+                new_saga: false,
             };
             let changed = self
                 .sagas
