@@ -73,6 +73,7 @@ pub struct Inline<'a> {
 }
 
 /// A command a change carries out besides the steps it starts.
+#[derive(Debug, Clone)]
 pub struct Extra {
     /// The command.
     pub command: ProcessCommand,
@@ -387,17 +388,17 @@ async fn inline_steps(
         .unwrap_or_else(|| draft.saga.correlation_id.clone());
     let mut scanned = 0;
     for round in 0..INLINE_ROUNDS {
-        let mut wanted: Vec<(Option<usize>, Option<(Step, u32)>, ProcessCommand, CausedBy)> =
-            Vec::new();
+        // Each with the index of the extra it is, if it is one.
+        let mut wanted: Vec<(Option<usize>, Extra)> = Vec::new();
         if round == 0 {
-            for (k, extra) in inline.extra.iter().enumerate() {
-                wanted.push((
-                    Some(k),
-                    extra.step.clone(),
-                    extra.command.clone(),
-                    extra.cause.clone(),
-                ));
-            }
+            wanted.extend(
+                inline
+                    .extra
+                    .iter()
+                    .cloned()
+                    .enumerate()
+                    .map(|(k, e)| (Some(k), e)),
+            );
         }
         for (event, event_id) in &draft.events[scanned..] {
             let SagaEvent::SagaStepStarted {
@@ -422,11 +423,27 @@ async fn inline_steps(
                 actor: "saga".into(),
                 traceparent: eventstore::trace::next_hop(),
             };
-            wanted.push((None, Some((step.clone(), *attempt)), command, cause));
+            let step = Some((step.clone(), *attempt));
+            wanted.push((
+                None,
+                Extra {
+                    command,
+                    cause,
+                    step,
+                },
+            ));
         }
         scanned = draft.events.len();
         let mut observed = Vec::new();
-        for (extra, step, command, cause) in wanted {
+        for (
+            extra,
+            Extra {
+                command,
+                cause,
+                step,
+            },
+        ) in wanted
+        {
             // One command per stream and change: a second would be decided
             // on a state that misses the first.
             if prepared

@@ -467,10 +467,7 @@ impl Orchestrator {
             let mut cause = Cause::saga(called[0].cause.causation_id.clone());
             cause.correlation_id = Some(correlation_id.to_owned());
             let timings = self.config.timings();
-            let sends: Vec<(ProcessCommand, CausedBy, Option<(Step, u32)>)> = called
-                .iter()
-                .map(|e| (e.command.clone(), e.cause.clone(), e.step.clone()))
-                .collect();
+            let sends = called.clone();
             let inline = Inline {
                 commands: &self.commands,
                 config: &self.config,
@@ -500,7 +497,7 @@ impl Orchestrator {
             }
             let mut caused = Vec::new();
             let mut failed = Vec::new();
-            for ((command, cause, step), done) in sends.into_iter().zip(done) {
+            for (Extra { command, cause, step }, done) in sends.into_iter().zip(done) {
                 if done {
                     continue;
                 }
