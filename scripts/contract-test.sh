@@ -21,7 +21,9 @@ if ! "$venv/bin/st" --version 2>/dev/null | grep -q "$SCHEMATHESIS_VERSION"; the
 fi
 
 cargo build --locked -q -p api --bin fulcrum
-bin=target/debug/fulcrum
+# Absolute: tokens are minted from .run/ too (a relative path there made
+# every token empty, so each role's run fuzzed only the 401 answers).
+bin="$PWD/target/debug/fulcrum"
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 db="fulcrum_contract_$$"
 export DATABASE_URL="postgres://postgres@127.0.0.1:5432/$db?sslmode=disable"
@@ -67,9 +69,11 @@ curl -sf "$base/api/v1/inventory/SKU-1/receipts" -H "Authorization: Bearer $oper
 status=0
 for role in customer operator admin; do
   echo "contract-test: schemathesis as $role" >&2
+  bearer=$(token "$role-1" "$role")
+  [ -n "$bearer" ] || { echo "contract-test: could not mint a $role token" >&2; exit 1; }
   # From .run/, where schemathesis and hypothesis keep their caches.
   (cd .run && SCHEMATHESIS_HOOKS=schemathesis_hooks PYTHONPATH=../scripts "../$venv/bin/st" run "$base/openapi.json" \
-    -H "Authorization: Bearer $(token "$role-1" "$role")" \
+    -H "Authorization: Bearer $bearer" \
     --checks no_server_error,status_code_conformance,content_type_conformance,response_schema_conformance,response_headers_conformance \
     --phases examples,coverage,fuzzing \
     --max-examples "${ST_MAX_EXAMPLES:-30}" \
