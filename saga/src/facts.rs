@@ -1,7 +1,8 @@
 //! What the events of an order's other streams tell its saga.
 
+use commands::Appended;
 use domain::order::OrderEvent;
-use domain::saga::Fact;
+use domain::saga::{Fact, SagaCommand, SourceRef};
 use domain::{DomainEvent, InventoryEvent, PaymentEvent, ShipmentEvent};
 use uuid::Uuid;
 
@@ -27,4 +28,51 @@ pub(crate) fn fact_of(
         )?)),
         _ => None,
     })
+}
+
+/// The saga an `OrderPlaced` (of an `order` stream) starts, and the command
+/// that starts it under `correlation_id`; `None` for any other event.
+pub(crate) fn start_of(
+    stream_type: &str,
+    event_type: &str,
+    version: u32,
+    data: serde_json::Value,
+    correlation_id: impl FnOnce() -> String,
+) -> Result<Option<(Uuid, SagaCommand)>, domain::EventDecodeError> {
+    if stream_type != "order" || event_type != "OrderPlaced" {
+        return Ok(None);
+    }
+    let OrderEvent::OrderPlaced {
+        order_id,
+        customer_id,
+        lines,
+        total,
+        currency,
+        shipping_address,
+        payment_method,
+    } = OrderEvent::from_stored(event_type, version, data)?
+    else {
+        return Ok(None);
+    };
+    let start = SagaCommand::Start {
+        order_id,
+        customer_id,
+        lines,
+        total,
+        currency,
+        shipping_address,
+        payment_method,
+        correlation_id: correlation_id(),
+    };
+    Ok(Some((order_id, start)))
+}
+
+/// Where a fact this process appended came from, as the saga records it.
+pub(crate) fn source_of(event: &Appended) -> SourceRef {
+    SourceRef {
+        event_id: event.event_id,
+        stream_id: event.stream_id.clone(),
+        version: event.version,
+        event_type: event.event_type.clone(),
+    }
 }

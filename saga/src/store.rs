@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use commands::{Appended, CausedBy, CommandHandler, Loaded, Prepared, ProcessCommand, Repository};
-use domain::saga::{SagaCommand, SagaEvent, SourceRef, Step, StepStatus};
+use domain::saga::{SagaCommand, SagaEvent, Step, StepStatus};
 use domain::{Aggregate, DomainEvent, Saga};
 use eventstore::{stream_type, EventStore, ExpectedVersion, NewEvent, StreamAppend};
 use serde_json::json;
@@ -509,9 +509,8 @@ fn facts_of(order_id: Uuid, events: &[Appended], now: DateTime<Utc>) -> Vec<Saga
     events
         .iter()
         .filter_map(|event| {
-            let stream_type = event.stream_id.split('-').next().unwrap_or_default();
             let (id, fact) = crate::facts::fact_of(
-                stream_type,
+                stream_type(&event.stream_id),
                 &event.event_type,
                 event.schema_version,
                 event.data.clone(),
@@ -519,12 +518,7 @@ fn facts_of(order_id: Uuid, events: &[Appended], now: DateTime<Utc>) -> Vec<Saga
             .ok()
             .flatten()?;
             (id == order_id).then(|| SagaCommand::Observe {
-                source: SourceRef {
-                    event_id: event.event_id,
-                    stream_id: event.stream_id.clone(),
-                    version: event.version,
-                    event_type: event.event_type.clone(),
-                },
+                source: crate::facts::source_of(event),
                 fact,
                 now,
             })

@@ -205,36 +205,21 @@ pub(super) struct Delivery {
 /// Which saga an event concerns and what it asks of it; `None` for events
 /// that concern no saga (stock receipts, other stream types).
 fn classify(event: &RecordedEvent) -> Result<Option<(Uuid, Input)>, domain::EventDecodeError> {
-    let (event_type, version) = (event.event_type.as_str(), event.schema_version);
-    if event.stream_type == "order" && event_type == "OrderPlaced" {
-        if let OrderEvent::OrderPlaced {
-            order_id,
-            customer_id,
-            lines,
-            total,
-            currency,
-            shipping_address,
-            payment_method,
-        } = OrderEvent::from_stored(event_type, version, event.data.clone())?
-        {
-            return Ok(Some((
-                order_id,
-                Input::Start(Box::new(SagaCommand::Start {
-                    order_id,
-                    customer_id,
-                    lines,
-                    total,
-                    currency,
-                    shipping_address,
-                    payment_method,
-                    correlation_id: text(&event.metadata, "correlation_id")
-                        .unwrap_or_else(|| event.event_id.to_string()),
-                })),
-            )));
-        }
+    let (stream_type, event_type) = (event.stream_type.as_str(), event.event_type.as_str());
+    let correlation_id =
+        || text(&event.metadata, "correlation_id").unwrap_or_else(|| event.event_id.to_string());
+    let version = event.schema_version;
+    if let Some((order_id, start)) = crate::facts::start_of(
+        stream_type,
+        event_type,
+        version,
+        event.data.clone(),
+        correlation_id,
+    )? {
+        return Ok(Some((order_id, Input::Start(Box::new(start)))));
     }
     Ok(
-        crate::facts::fact_of(&event.stream_type, event_type, version, event.data.clone())?
+        crate::facts::fact_of(stream_type, event_type, version, event.data.clone())?
             .map(|(id, fact)| (id, Input::Fact(fact))),
     )
 }

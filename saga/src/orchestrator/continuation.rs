@@ -22,7 +22,7 @@ use tokio::sync::mpsc;
 
 use super::consume::Delivery;
 use super::*;
-use crate::facts::fact_of;
+use crate::facts::{fact_of, source_of, start_of};
 
 /// How many reports wait for the orchestrator before new ones are left to
 /// their Kafka copies.
@@ -100,55 +100,20 @@ fn delivery(
     event: Appended,
     correlation_id: &str,
 ) -> Result<Option<(Uuid, Delivery)>, domain::EventDecodeError> {
-    let stream_type = event.stream_id.split('-').next().unwrap_or_default();
-    let input = if stream_type == "order" && event.event_type == "OrderPlaced" {
-        let OrderEvent::OrderPlaced {
-            order_id,
-            customer_id,
-            lines,
-            total,
-            currency,
-            shipping_address,
-            payment_method,
-        } = OrderEvent::from_stored(&event.event_type, event.schema_version, event.data)?
-        else {
-            return Ok(None);
-        };
-        let start = SagaCommand::Start {
-            order_id,
-            customer_id,
-            lines,
-            total,
-            currency,
-            shipping_address,
-            payment_method,
-            correlation_id: correlation_id.to_owned(),
-        };
-        (order_id, Input::Start(Box::new(start)))
-    } else {
-        match fact_of(
-            stream_type,
-            &event.event_type,
-            event.schema_version,
-            event.data,
-        )? {
+    let stream_type = eventstore::stream_type(&event.stream_id);
+    let (schema, data) = (event.schema_version, event.data.clone());
+    let started = start_of(stream_type, &event.event_type, schema, data, || {
+        correlation_id.to_owned()
+    })?;
+    let (order_id, input) = match started {
+        Some((order_id, start)) => (order_id, Input::Start(Box::new(start))),
+        None => match fact_of(stream_type, &event.event_type, schema, event.data.clone())? {
             Some((order_id, fact)) => (order_id, Input::Fact(fact)),
             None => return Ok(None),
-        }
-    };
-    let source = SourceRef {
-        event_id: event.event_id,
-        stream_id: event.stream_id,
-        version: event.version,
-        event_type: event.event_type,
-    };
-    Ok(Some((
-        input.0,
-        Delivery {
-            source,
-            input: input.1,
         },
-    )))
+    };
+    let source = source_of(&event);
+    Ok(Some((order_id, Delivery { source, input })))
 }
 
 /// A new inbox: its sending and receiving ends.

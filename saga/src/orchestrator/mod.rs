@@ -27,9 +27,7 @@ use std::sync::Arc;
 
 use chrono::Utc;
 use commands::{CausedBy, CommandHandler, ProcessCommand};
-use domain::order::OrderEvent;
 use domain::saga::{Fact, SagaCommand, SagaEvent, SourceRef, Step, StepStatus};
-use domain::DomainEvent;
 use eventstore::kafka::{envelope, Backoff, EventConsumer};
 use eventstore::leader::{SingleActive, StopSignal};
 use eventstore::metrics::{latency_family, LatencyFamily};
