@@ -4,14 +4,19 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use commands::{Appended, CausedBy, CommandHandler, Loaded, Prepared, ProcessCommand, Repository};
-use domain::saga::{SagaCommand, SagaEvent, Step, StepStatus};
+use commands::{Loaded, Repository};
+use domain::saga::{SagaCommand, SagaEvent, Step};
 use domain::{Aggregate, DomainEvent, Saga};
-use eventstore::{stream_type, EventStore, ExpectedVersion, NewEvent, StreamAppend};
+use eventstore::{EventStore, ExpectedVersion, NewEvent, StreamAppend};
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::{steps, SagaConfig, SagaError};
+use crate::SagaError;
+
+mod inline;
+
+use inline::{abandon, inline_steps, Done, INLINE_TRIES};
+pub use inline::{Extra, Inline};
 
 /// How many times a saga change is decided and appended before giving up.
 const MAX_TRIES: u32 = 8;
@@ -55,50 +60,6 @@ pub struct Changed {
     /// For each of [`Inline::extra`]: whether the change carried it out.
     pub extras: Vec<bool>,
 }
-
-/// What a change may carry out inside its own transaction ([`SagaStore::change_with`]):
-/// the steps it starts that are plain commands to another aggregate.
-pub struct Inline<'a> {
-    /// The commands' executors.
-    pub commands: &'a CommandHandler,
-    /// Settings (where to ship, step timings).
-    pub config: &'a SagaConfig,
-    /// Commands to carry out too, first: a started payment step's command
-    /// once its gateway call succeeded, or a gateway answer to record.
-    pub extra: Vec<Extra>,
-    /// The saga is most likely new (its order was just placed): the first
-    /// try decides on the empty state without reading the store; the
-    /// expected version catches a saga that exists.
-    pub new_saga: bool,
-}
-
-/// A command a change carries out besides the steps it starts.
-#[derive(Debug, Clone)]
-pub struct Extra {
-    /// The command.
-    pub command: ProcessCommand,
-    /// Its cause (its deterministic id above all).
-    pub cause: CausedBy,
-    /// The started step attempt it completes, if any: it is carried out only
-    /// if its outcome ends that step.
-    pub step: Option<(Step, u32)>,
-}
-
-/// A command prepared inside a change: the step attempt it completes, or
-/// the extra it is.
-struct Done {
-    step: Option<(Step, u32)>,
-    extra: Option<usize>,
-    command: Prepared,
-}
-
-/// Rounds of "commands decided → outcomes observed → next steps" one
-/// change goes through at most.
-const INLINE_ROUNDS: usize = 4;
-
-/// Tries of a change that carry steps inline; later tries (the streams are
-/// contended) leave them to the command layer's per-stream queues.
-const INLINE_TRIES: u32 = 2;
 
 /// A saga change being decided: the state so far and its events, each
 /// with the id it will be stored under (a step's command names the event
@@ -368,167 +329,5 @@ impl SagaStore {
             saga,
             results[1..].iter().map(|r| r.position).collect(),
         )))
-    }
-}
-
-/// Decides, inside a change, the commands of the steps it started that are
-/// plain commands (see [`SagaStore::change_with`]), and folds their outcomes
-/// into the change: observed, then advanced, for a few rounds.
-async fn inline_steps(
-    draft: &mut Draft,
-    inline: &Inline<'_>,
-    cause: &Cause,
-    now: DateTime<Utc>,
-    first_try: bool,
-    prepared: &mut Vec<Done>,
-) -> Result<(), SagaError> {
-    let correlation_id = cause
-        .correlation_id
-        .clone()
-        .unwrap_or_else(|| draft.saga.correlation_id.clone());
-    let mut scanned = 0;
-    for round in 0..INLINE_ROUNDS {
-        // Each with the index of the extra it is, if it is one.
-        let mut wanted: Vec<(Option<usize>, Extra)> = Vec::new();
-        if round == 0 {
-            wanted.extend(
-                inline
-                    .extra
-                    .iter()
-                    .cloned()
-                    .enumerate()
-                    .map(|(k, e)| (Some(k), e)),
-            );
-        }
-        for (event, event_id) in &draft.events[scanned..] {
-            let SagaEvent::SagaStepStarted {
-                step,
-                attempt,
-                command_id,
-                ..
-            } = event
-            else {
-                continue;
-            };
-            if steps::calls_gateway(step) {
-                continue;
-            }
-            let Ok(Some(command)) = steps::command(inline.config, &draft.saga, step) else {
-                continue;
-            };
-            let cause = CausedBy {
-                command_id: *command_id,
-                correlation_id: correlation_id.clone(),
-                causation_id: event_id.to_string(),
-                actor: "saga".into(),
-                traceparent: eventstore::trace::next_hop(),
-            };
-            let step = Some((step.clone(), *attempt));
-            wanted.push((
-                None,
-                Extra {
-                    command,
-                    cause,
-                    step,
-                },
-            ));
-        }
-        scanned = draft.events.len();
-        let mut observed = Vec::new();
-        for (
-            extra,
-            Extra {
-                command,
-                cause,
-                step,
-            },
-        ) in wanted
-        {
-            // One command per stream and change: a second would be decided
-            // on a state that misses the first.
-            if prepared
-                .iter()
-                .any(|done| done.command.stream_id() == command.stream_id())
-            {
-                continue;
-            }
-            // An order's payment and shipment streams begin with what its
-            // saga does: one the saga never heard of is most likely new (the
-            // expected version catches one that is not; the retry reads it).
-            let stream = command.stream_id();
-            let new = first_try
-                && matches!(stream_type(&stream), "payment" | "shipment")
-                && !draft.saga.seen.contains_key(&stream);
-            // Refused (perhaps on a stale cache) or a no-op: sent as usual.
-            let Ok(Some(command)) = inline.commands.prepare(&command, &cause, new).await else {
-                continue;
-            };
-            let facts = facts_of(draft.saga.order_id, &command.appended(), now);
-            // A step must end with what its command appended; if it would
-            // stay open it is sent as usual, under its idempotency key.
-            if let Some((step, attempt)) = &step {
-                let mut trial = draft.saga.clone();
-                for fact in &facts {
-                    for event in trial.decide(fact)? {
-                        trial = trial.evolve(&event);
-                    }
-                }
-                let open = trial
-                    .steps
-                    .get(step)
-                    .is_some_and(|s| s.attempt == *attempt && s.status == StepStatus::Started);
-                if open {
-                    command.abandoned().await;
-                    continue;
-                }
-            }
-            observed.extend(facts);
-            prepared.push(Done {
-                step,
-                extra,
-                command,
-            });
-        }
-        if observed.is_empty() {
-            break;
-        }
-        for fact in &observed {
-            draft.decide(fact)?;
-        }
-        draft.decide(&SagaCommand::Advance {
-            now,
-            timings: inline.config.timings(),
-        })?;
-    }
-    Ok(())
-}
-
-/// The facts `events` (appended for the saga of `order_id`) state, as
-/// commands to observe them.
-fn facts_of(order_id: Uuid, events: &[Appended], now: DateTime<Utc>) -> Vec<SagaCommand> {
-    events
-        .iter()
-        .filter_map(|event| {
-            let (id, fact) = crate::facts::fact_of(
-                stream_type(&event.stream_id),
-                &event.event_type,
-                event.schema_version,
-                event.data.clone(),
-            )
-            .ok()
-            .flatten()?;
-            (id == order_id).then(|| SagaCommand::Observe {
-                source: crate::facts::source_of(event),
-                fact,
-                now,
-            })
-        })
-        .collect()
-}
-
-/// Forgets what prepared commands may have left stale.
-async fn abandon(prepared: Vec<Done>) {
-    for done in prepared {
-        done.command.abandoned().await;
     }
 }
