@@ -829,6 +829,26 @@ async fn the_correlation_view_of_an_order_spans_its_streams_and_forms_a_causal_t
         reserved_depth >= 2,
         "StockReserved at depth {reserved_depth}"
     );
+    // The saga carried the reservation out inside its own change: one
+    // `SagaStepCompleted` records the step and its answer, and is the
+    // reservation's cause.
+    let reserved = events
+        .iter()
+        .find(|e| e["event_type"] == "StockReserved")
+        .unwrap();
+    let cause = events
+        .iter()
+        .find(|e| e["event_id"] == reserved["metadata"]["causation_id"])
+        .unwrap();
+    assert_eq!(cause["event_type"], "SagaStepCompleted", "{cause}");
+    assert_eq!(cause["data"]["step"]["name"], "reserve_stock");
+    assert_eq!(cause["data"]["fact"]["type"], "StockReserved");
+    assert_eq!(cause["data"]["source"]["event_id"], reserved["event_id"]);
+    assert!(
+        !events.iter().any(|e| e["event_type"] == "SagaStepStarted"
+            && e["data"]["step"]["name"] == "reserve_stock"),
+        "no separate start for a step carried out inline"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

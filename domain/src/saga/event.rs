@@ -291,6 +291,26 @@ pub enum SagaEvent {
         /// When the step gives up (the payment step) or is checked again.
         deadline: DateTime<Utc>,
     },
+    /// A step started and answered in one change: its command was carried
+    /// out inside the saga's own transaction, and `fact` is what that
+    /// command recorded (`source`). One event for what would otherwise be a
+    /// [`SagaEvent::SagaStepStarted`] immediately followed by its own
+    /// [`SagaEvent::SagaEventObserved`]; the command's events name this
+    /// event as their cause.
+    SagaStepCompleted {
+        /// The step.
+        step: Step,
+        /// 1 for the first try; a retry or a repeat counts up.
+        attempt: u32,
+        /// The deterministic id of the command carried out (saga, step, attempt).
+        command_id: Uuid,
+        /// When.
+        at: DateTime<Utc>,
+        /// The event that answered the step.
+        source: SourceRef,
+        /// What it says.
+        fact: Fact,
+    },
     /// No answer by `check_at`: the same command was sent again (it is
     /// idempotent) or the gateway was asked whether it happened.
     SagaStepRechecked {
@@ -371,10 +391,24 @@ pub enum SagaEvent {
     },
 }
 
+impl SagaEvent {
+    /// The event of another stream this one records as a fact
+    /// ([`SagaEvent::SagaEventObserved`] and
+    /// [`SagaEvent::SagaStepCompleted`]).
+    pub fn observed(&self) -> Option<&SourceRef> {
+        match self {
+            SagaEvent::SagaEventObserved { source, .. }
+            | SagaEvent::SagaStepCompleted { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
 impl_domain_event!(SagaEvent, &[], {
     SagaStarted = 1,
     SagaEventObserved = 1,
     SagaStepStarted = 1,
+    SagaStepCompleted = 1,
     SagaStepRechecked = 1,
     SagaStepFailed = 1,
     SagaStepTimedOut = 1,

@@ -8,7 +8,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::{Fact, SagaEvent, Step};
+use super::{Fact, SagaEvent, SourceRef, Step};
 use crate::{Address, CancelReason, OrderLine};
 
 /// Where a saga is. Serialised snake_case.
@@ -255,25 +255,7 @@ pub(super) fn evolve(mut saga: Saga, event: &SagaEvent) -> Saga {
             saga.payment_method.clone_from(payment_method);
             saga.correlation_id.clone_from(correlation_id);
         }
-        SagaEvent::SagaEventObserved { source, fact, at } => {
-            saga.seen.insert(source.stream_id.clone(), source.version);
-            apply_fact(&mut saga, fact);
-            if let Some((step, ok)) = fact.answers() {
-                let state = saga
-                    .steps
-                    .entry(step)
-                    .or_insert_with(|| StepState::new(StepStatus::Succeeded));
-                state.status = if ok {
-                    StepStatus::Succeeded
-                } else {
-                    StepStatus::Refused
-                };
-                state.failures = 0;
-                state.at = Some(*at);
-                state.check_at = None;
-                state.retry_at = None;
-            }
-        }
+        SagaEvent::SagaEventObserved { source, fact, at } => observe(&mut saga, source, fact, *at),
         SagaEvent::SagaStepStarted {
             step,
             attempt,
@@ -282,24 +264,20 @@ pub(super) fn evolve(mut saga: Saga, event: &SagaEvent) -> Saga {
             check_at,
             deadline,
         } => {
-            let state = saga
-                .steps
-                .entry(step.clone())
-                .or_insert_with(|| StepState::new(StepStatus::Started));
-            state.attempt = *attempt;
-            state.status = StepStatus::Started;
-            state.command_id = Some(*command_id);
-            state.first_at.get_or_insert(*at);
-            state.at = Some(*at);
+            let state = start(&mut saga, step, *attempt, *command_id, *at);
             state.check_at = Some(*check_at);
             state.deadline = Some(*deadline);
-            state.retry_at = None;
-            saga.current_step = Some(step.clone());
-            saga.status = match saga.status {
-                SagaStatus::Completed => SagaStatus::Running,
-                SagaStatus::Compensated => SagaStatus::Compensating,
-                other => other,
-            };
+        }
+        SagaEvent::SagaStepCompleted {
+            step,
+            attempt,
+            command_id,
+            at,
+            source,
+            fact,
+        } => {
+            start(&mut saga, step, *attempt, *command_id, *at);
+            observe(&mut saga, source, fact, *at);
         }
         SagaEvent::SagaStepRechecked { step, check_at, .. } => {
             if let Some(state) = saga.steps.get_mut(step) {
@@ -368,6 +346,56 @@ pub(super) fn evolve(mut saga: Saga, event: &SagaEvent) -> Saga {
         SagaEvent::SagaCompensated { .. } => saga.status = SagaStatus::Compensated,
     }
     saga
+}
+
+/// Records that attempt `attempt` of `step` was sent at `at`; the step's
+/// state, for the caller to add its check times to.
+fn start<'a>(
+    saga: &'a mut Saga,
+    step: &Step,
+    attempt: u32,
+    command_id: Uuid,
+    at: DateTime<Utc>,
+) -> &'a mut StepState {
+    saga.current_step = Some(step.clone());
+    saga.status = match saga.status {
+        SagaStatus::Completed => SagaStatus::Running,
+        SagaStatus::Compensated => SagaStatus::Compensating,
+        other => other,
+    };
+    let state = saga
+        .steps
+        .entry(step.clone())
+        .or_insert_with(|| StepState::new(StepStatus::Started));
+    state.attempt = attempt;
+    state.status = StepStatus::Started;
+    state.command_id = Some(command_id);
+    state.first_at.get_or_insert(at);
+    state.at = Some(at);
+    state.retry_at = None;
+    state
+}
+
+/// Records `fact`, from `source`, observed at `at`: what it says, and the
+/// step it answers.
+fn observe(saga: &mut Saga, source: &SourceRef, fact: &Fact, at: DateTime<Utc>) {
+    saga.seen.insert(source.stream_id.clone(), source.version);
+    apply_fact(saga, fact);
+    if let Some((step, ok)) = fact.answers() {
+        let state = saga
+            .steps
+            .entry(step)
+            .or_insert_with(|| StepState::new(StepStatus::Succeeded));
+        state.status = if ok {
+            StepStatus::Succeeded
+        } else {
+            StepStatus::Refused
+        };
+        state.failures = 0;
+        state.at = Some(at);
+        state.check_at = None;
+        state.retry_at = None;
+    }
 }
 
 fn apply_fact(saga: &mut Saga, fact: &Fact) {

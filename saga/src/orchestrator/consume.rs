@@ -175,8 +175,8 @@ impl Orchestrator {
         // A delivered fact the change did not record was recorded before.
         let recorded = |d: &&Delivery| {
             changed.events.iter().any(|e| {
-                matches!(e, SagaEvent::SagaEventObserved { source, .. }
-                    if source.event_id == d.source.event_id)
+                e.observed()
+                    .is_some_and(|s| s.event_id == d.source.event_id)
             })
         };
         let duplicates = deliveries

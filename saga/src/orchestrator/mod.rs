@@ -341,7 +341,7 @@ impl Orchestrator {
         let observed = changed
             .events
             .iter()
-            .filter(|e| matches!(e, SagaEvent::SagaEventObserved { .. }))
+            .filter(|e| e.observed().is_some())
             .count();
         self.probe
             .observed

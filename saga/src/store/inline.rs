@@ -216,3 +216,48 @@ pub(super) async fn abandon(prepared: Vec<Done>) {
         done.command.abandoned().await;
     }
 }
+
+/// Folds each step carried out inside the change into one
+/// [`SagaEvent::SagaStepCompleted`]: its `SagaStepStarted` (whose id the
+/// command's events name as their cause, and which the folded event keeps)
+/// and the `SagaEventObserved` of the command's own answer become one event,
+/// at the start's place. Whatever else the change recorded stays as it was.
+/// The two events touch only the step, its source stream and its fact,
+/// which nothing between them touches (one command per stream and change),
+/// so the state a replay folds is the one the change decided on.
+pub(super) fn fold_completed(events: &mut Vec<(SagaEvent, Uuid)>, prepared: &[Done]) {
+    for done in prepared {
+        let Some((step, attempt)) = &done.step else {
+            continue;
+        };
+        let answers = done.command.appended();
+        let observed = events.iter().position(|(event, _)| {
+            matches!(event, SagaEvent::SagaEventObserved { source, fact, .. }
+                if answers.iter().any(|a| a.event_id == source.event_id)
+                    && fact.answers().is_some_and(|(answered, _)| answered == *step))
+        });
+        let started = events.iter().position(|(event, _)| {
+            matches!(event, SagaEvent::SagaStepStarted { step: s, attempt: a, .. }
+                if s == step && a == attempt)
+        });
+        let (Some(started), Some(observed)) = (started, observed) else {
+            continue;
+        };
+        if observed < started {
+            continue;
+        }
+        let (SagaEvent::SagaEventObserved { source, fact, .. }, _) = events.remove(observed) else {
+            continue;
+        };
+        if let SagaEvent::SagaStepStarted { command_id, at, .. } = events[started].0 {
+            events[started].0 = SagaEvent::SagaStepCompleted {
+                step: step.clone(),
+                attempt: *attempt,
+                command_id,
+                at,
+                source,
+                fact,
+            };
+        }
+    }
+}

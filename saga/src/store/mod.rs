@@ -15,7 +15,7 @@ use crate::SagaError;
 
 mod inline;
 
-use inline::{abandon, inline_steps, Done, INLINE_TRIES};
+use inline::{abandon, fold_completed, inline_steps, Done, INLINE_TRIES};
 pub use inline::{Extra, Inline};
 
 /// How many times a saga change is decided and appended before giving up.
@@ -165,7 +165,17 @@ impl SagaStore {
                     return Err(error);
                 }
             }
-            let Draft { saga, events } = draft;
+            let Draft {
+                mut saga,
+                mut events,
+            } = draft;
+            if !prepared.is_empty() {
+                fold_completed(&mut events, &prepared);
+                // The state is what a replay of the stored events folds.
+                saga = events
+                    .iter()
+                    .fold(loaded.state.clone(), |saga, (event, _)| saga.evolve(event));
+            }
             if events.is_empty() && !prepared.is_empty() {
                 // Commands whose events tell the saga nothing: sent as usual.
                 abandon(std::mem::take(&mut prepared)).await;
