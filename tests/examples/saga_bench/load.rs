@@ -1,16 +1,180 @@
-//! Placing orders open loop and seeing them settle.
+//! Placing orders open loop and seeing them settle, over HTTP against the
+//! in-process system or a separate `fulcrum serve`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use fulcrum_tests::system::System;
+use api::auth::Role;
 use serde_json::{json, Value};
 use sqlx::{PgPool, Row};
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
-use crate::{CUSTOMERS, GIVE_UP, POLL, SKUS};
+use crate::{CUSTOMERS, GIVE_UP, SKUS};
+
+/// The server the orders go to.
+#[derive(Clone)]
+pub struct Target {
+    /// Its base URL, e.g. `http://127.0.0.1:8080`.
+    pub base: String,
+    /// The HTTP client.
+    pub client: reqwest::Client,
+    /// The HS256 secret its tokens verify with (`JWT_SECRET`).
+    pub secret: String,
+    /// The SKUs' prefix (`<prefix>-NN`): a separate server keeps its
+    /// products from run to run, so each run defines its own.
+    pub sku_prefix: String,
+}
+
+impl Target {
+    /// A token for `sub` with `role`, valid for an hour.
+    pub fn token(&self, sub: &str, role: Role) -> String {
+        api::auth::mint_hs256(
+            self.secret.as_bytes(),
+            sub,
+            role,
+            Duration::from_secs(3600),
+            "fulcrum",
+            "fulcrum-api",
+        )
+        .unwrap()
+    }
+
+    fn sku(&self, n: usize) -> String {
+        format!("{}-{:02}", self.sku_prefix, n % SKUS)
+    }
+
+    /// Defines SKU number `n` with `stock` units, as an operator would.
+    pub async fn give_product(&self, n: usize, unit_price: i64, stock: i64) {
+        let operator = self.token("bench-operator", Role::Operator);
+        let sku = self.sku(n);
+        let product = json!({"sku": sku, "name": format!("Product {sku}"), "unit_price": unit_price, "currency": "EUR"});
+        let receipt = json!({"quantity": stock});
+        for (path, body) in [
+            ("/api/v1/products".to_owned(), product),
+            (format!("/api/v1/inventory/{sku}/receipts"), receipt),
+        ] {
+            let response = self
+                .client
+                .post(format!("{}{path}", self.base))
+                .bearer_auth(&operator)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 201, "POST {path}");
+        }
+    }
+
+    /// Places order number `i` as `token`'s customer; its id.
+    async fn place(&self, token: &str, i: usize) -> Result<Uuid, String> {
+        let response = self
+            .client
+            .post(format!("{}/api/v1/orders", self.base))
+            .bearer_auth(token)
+            .json(&self.body(i))
+            .send()
+            .await;
+        let answer = match response {
+            Ok(r) if r.status() == 202 => r.json::<Value>().await.map_err(|e| e.to_string()),
+            Ok(r) => Err(r.status().to_string()),
+            Err(e) => Err(format!("transport: {e}")),
+        };
+        answer.and_then(|a| {
+            a["order_id"]
+                .as_str()
+                .and_then(|id| id.parse::<Uuid>().ok())
+                .ok_or_else(|| "no order id".to_owned())
+        })
+    }
+
+    /// Order number `i`: one or two lines, `tok_visa`, shipped to DE.
+    fn body(&self, i: usize) -> Value {
+        let sku = |n: usize| self.sku(n);
+        let mut lines = vec![json!({"sku": sku(i), "quantity": 1})];
+        if i % 2 == 1 {
+            lines.push(json!({"sku": sku(i + 7), "quantity": 2}));
+        }
+        json!({
+            "lines": lines,
+            "shipping_address": {"name": "Bench", "line1": "1 Main St", "city": "Berlin", "postal_code": "10115", "country": "DE"},
+            "payment_method": "tok_visa",
+        })
+    }
+
+    /// Places one order and waits until `watch` sees it confirmed.
+    pub async fn first_order(&self, watch: &Watch) {
+        let token = self.token("bench-first", Role::Customer);
+        let order = self.place(&token, 0).await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(&(_, cancelled)) = watch.settled(&[order]).await.first() {
+                assert!(!cancelled, "the first order was cancelled");
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the first order was not confirmed in 60 s"
+            );
+            tokio::time::sleep(watch.poll()).await;
+        }
+    }
+}
+
+/// How the tracker learns that orders settled.
+pub enum Watch {
+    /// Polls `rm_orders.orders` for every outstanding order in one query
+    /// (the in-process system's database).
+    Database(PgPool),
+    /// GETs `/api/v1/orders/{id}` for each outstanding order, as a client
+    /// of a separate server would (with a staff token).
+    Http {
+        /// The server.
+        target: Target,
+        /// A staff token.
+        token: String,
+    },
+}
+
+impl Watch {
+    /// How often outstanding orders are looked at.
+    pub fn poll(&self) -> Duration {
+        match self {
+            Watch::Database(_) => Duration::from_millis(5),
+            Watch::Http { .. } => Duration::from_millis(10),
+        }
+    }
+
+    /// Which of `ids` left `placed`, each with whether it was cancelled.
+    async fn settled(&self, ids: &[Uuid]) -> Vec<(Uuid, bool)> {
+        match self {
+            Watch::Database(pool) => sqlx::query(
+                "SELECT order_id, status FROM rm_orders.orders WHERE order_id = ANY($1) AND status <> 'placed'",
+            )
+            .bind(ids)
+            .fetch_all(pool)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|row| (row.get(0), row.get::<String, _>(1) == "cancelled"))
+            .collect(),
+            Watch::Http { target, token } => {
+                let gets = ids.iter().map(|id| async move {
+                    let url = format!("{}/api/v1/orders/{id}", target.base);
+                    let response = target.client.get(url).bearer_auth(token).send().await.ok()?;
+                    if response.status() != 200 {
+                        return None;
+                    }
+                    let order = response.json::<Value>().await.ok()?;
+                    let status = order["status"].as_str()?.to_owned();
+                    (status != "placed").then_some((*id, status == "cancelled"))
+                });
+                futures::future::join_all(gets).await.into_iter().flatten().collect()
+            }
+        }
+    }
+}
 
 /// An accepted order, as the tracker learns of it.
 pub struct Placed {
@@ -50,26 +214,13 @@ pub fn epoch_ms() -> f64 {
         * 1e3
 }
 
-fn body(i: usize) -> Value {
-    let sku = |n: usize| format!("SKU-{:02}", n % SKUS);
-    let mut lines = vec![json!({"sku": sku(i), "quantity": 1})];
-    if i % 2 == 1 {
-        lines.push(json!({"sku": sku(i + 7), "quantity": 2}));
-    }
-    json!({
-        "lines": lines,
-        "shipping_address": {"name": "Bench", "line1": "1 Main St", "city": "Berlin", "postal_code": "10115", "country": "DE"},
-        "payment_method": "tok_visa",
-    })
-}
-
 /// Polls the order read model for every outstanding order; answers each
 /// order's outcome once the senders are gone and nothing is outstanding.
-pub async fn track(pool: PgPool, mut placed: mpsc::UnboundedReceiver<Placed>) -> Vec<Settled> {
+pub async fn track(watch: Arc<Watch>, mut placed: mpsc::UnboundedReceiver<Placed>) -> Vec<Settled> {
     let mut outstanding: HashMap<Uuid, Placed> = HashMap::new();
     let mut settled = Vec::new();
     let mut open = true;
-    let mut tick = tokio::time::interval(POLL);
+    let mut tick = tokio::time::interval(watch.poll());
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     while open || !outstanding.is_empty() {
         tick.tick().await;
@@ -90,19 +241,11 @@ pub async fn track(pool: PgPool, mut placed: mpsc::UnboundedReceiver<Placed>) ->
         }
         let ids: Vec<Uuid> = outstanding.keys().copied().collect();
         let at = Instant::now();
-        let rows = sqlx::query(
-            "SELECT order_id, status FROM rm_orders.orders WHERE order_id = ANY($1) AND status <> 'placed'",
-        )
-        .bind(&ids)
-        .fetch_all(&pool)
-        .await
-        .unwrap();
-        for row in rows {
-            let id: Uuid = row.get(0);
-            let status: String = row.get(1);
-            let outcome = match status.as_str() {
-                "cancelled" => Outcome::Cancelled,
-                _ => Outcome::Confirmed,
+        for (id, cancelled) in watch.settled(&ids).await {
+            let outcome = if cancelled {
+                Outcome::Cancelled
+            } else {
+                Outcome::Confirmed
             };
             let placed = outstanding.remove(&id).unwrap();
             settled.push(Settled {
@@ -131,7 +274,7 @@ pub async fn track(pool: PgPool, mut placed: mpsc::UnboundedReceiver<Placed>) ->
 /// Places `rate` orders per second for `seconds`, open loop; every
 /// accepted order goes to the tracker. Numbers orders from `first`.
 pub async fn drive(
-    system: &Arc<System>,
+    target: &Arc<Target>,
     tokens: &Arc<Vec<String>>,
     tracker: &mpsc::UnboundedSender<Placed>,
     (rate, seconds, first, measured): (f64, f64, usize, bool),
@@ -143,34 +286,15 @@ pub async fn drive(
     let mut inflight = tokio::task::JoinSet::new();
     for i in first..first + total {
         let scheduled = tick.tick().await;
-        let (system, tokens, tracker, sent) = (
-            system.clone(),
+        let (target, tokens, tracker, sent) = (
+            target.clone(),
             tokens.clone(),
             tracker.clone(),
             sent.clone(),
         );
         inflight.spawn(async move {
             let (started, started_ms) = (Instant::now(), epoch_ms());
-            let url = format!("{}/api/v1/orders", system.app.base);
-            let response = system
-                .app
-                .client
-                .post(url)
-                .bearer_auth(&tokens[i % CUSTOMERS])
-                .json(&body(i))
-                .send()
-                .await;
-            let answer = match response {
-                Ok(r) if r.status() == 202 => r.json::<Value>().await.map_err(|e| e.to_string()),
-                Ok(r) => Err(r.status().to_string()),
-                Err(e) => Err(format!("transport: {e}")),
-            };
-            let order_id = answer.and_then(|a| {
-                a["order_id"]
-                    .as_str()
-                    .and_then(|id| id.parse::<Uuid>().ok())
-                    .ok_or_else(|| "no order id".to_owned())
-            });
+            let order_id = target.place(&tokens[i % CUSTOMERS], i).await;
             let mut sent = sent.lock().unwrap();
             sent.spawn_lag
                 .push(started.duration_since(scheduled.into_std()));

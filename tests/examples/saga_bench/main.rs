@@ -5,7 +5,18 @@
 //! ```text
 //! scripts/kafka.sh status   # start it if nothing listens on 127.0.0.1:9092
 //! cargo run --release -p fulcrum-tests --example saga_bench -- RATE SECONDS [RATE SECONDS ...]
+//! JWT_SECRET=... [DATABASE_URL=...] cargo run --release -p fulcrum-tests --example saga_bench -- \
+//!     --url http://127.0.0.1:8080 RATE SECONDS [RATE SECONDS ...]
 //! ```
+//!
+//! With `--url` it drives a separate `fulcrum serve` (every role, or a
+//! deployment behind that address) instead: the same load over HTTP, each
+//! outstanding order looked at with `GET /api/v1/orders/{id}` every 10 ms
+//! (a staff token; its cost is part of the machine's CPU), SKUs of the
+//! run's own (`BENCH<time>-NN`, the server keeps its products), tokens
+//! signed with the server's `JWT_SECRET`. With `DATABASE_URL` (the
+//! server's) the run's events are read back for the breakdown below; the
+//! saga's counters exist only in-process.
 //!
 //! For each (RATE, SECONDS) pair (default `20 20`) it starts the whole
 //! system in-process ([`System`]: HTTP server, relay, four projectors, one
@@ -38,20 +49,19 @@ use std::time::{Duration, Instant};
 
 use api::auth::Role;
 use fulcrum_tests::system::System;
-use fulcrum_tests::token;
 use saga::{SagaConfig, SagaProbe};
 use sqlx::postgres::PgPoolOptions;
+use sqlx::PgPool;
 use tokio::sync::mpsc;
 
 mod breakdown;
 mod load;
 
 use breakdown::breakdown;
-use load::{drive, track, Outcome, Placed, Settled};
+use load::{drive, track, Outcome, Placed, Settled, Target, Watch};
 
 const SKUS: usize = 20;
 const CUSTOMERS: usize = 500;
-const POLL: Duration = Duration::from_millis(5);
 const GIVE_UP: Duration = Duration::from_secs(30);
 const WARM_UP_SECONDS: f64 = 3.0;
 
@@ -67,51 +77,122 @@ fn sorted(mut values: Vec<f64>) -> Vec<f64> {
     values
 }
 
-/// One (rate, seconds) run over a fresh system; answers its summary row.
-async fn run(rate: f64, seconds: f64) -> String {
+/// A separate `fulcrum serve` to drive (`--url`).
+struct Server {
+    /// Its base URL.
+    url: String,
+    /// Its `JWT_SECRET`.
+    secret: String,
+    /// Its `DATABASE_URL`, to read the run's events back (optional).
+    database_url: Option<String>,
+}
+
+/// What one run drives and observes.
+struct Setup {
+    target: Arc<Target>,
+    watch: Arc<Watch>,
+    /// The in-process orchestrator's counters.
+    probe: Option<Arc<SagaProbe>>,
+    /// The database to read the run's events back from.
+    pool: Option<PgPool>,
+    /// Keeps the in-process system running until the run ends.
+    _system: Option<Arc<System>>,
+}
+
+async fn connect(url: &str) -> PgPool {
+    PgPoolOptions::new()
+        .max_connections(2)
+        .connect(url)
+        .await
+        .unwrap()
+}
+
+/// The whole system in this process, over a fresh database and topic
+/// prefix, watched through its database.
+async fn in_process() -> Setup {
     let mut system = System::start(0).await;
     let probe = Arc::new(SagaProbe::default());
     // The orchestrator of `fulcrum serve` (default timings), not the test
     // systems' short step checks and sweeps.
     system.start_orchestrator_with(probe.clone(), SagaConfig::new(system.saga_config().kafka));
-    let system = Arc::new(system);
-    for i in 0..SKUS {
-        system
-            .app
-            .given_product(&format!("SKU-{i:02}"), 100 + i as i64, 10_000_000)
-            .await;
+    let pool = connect(&system.app.db.url).await;
+    let target = Target {
+        base: system.app.base.clone(),
+        client: system.app.client.clone(),
+        secret: fulcrum_tests::SECRET.to_owned(),
+        sku_prefix: "SKU".into(),
+    };
+    Setup {
+        target: Arc::new(target),
+        watch: Arc::new(Watch::Database(pool.clone())),
+        probe: Some(probe),
+        pool: Some(pool),
+        _system: Some(Arc::new(system)),
     }
-    let first = system
-        .place("bench-first", &[("SKU-00", 1)], "tok_visa", "DE")
-        .await;
-    system.order_reaches(first, "confirmed").await;
+}
+
+/// A separate server, watched with `GET /api/v1/orders/{id}`; SKUs of
+/// this run's own.
+async fn remote(server: &Server) -> Setup {
+    let target = Target {
+        base: server.url.trim_end_matches('/').to_owned(),
+        client: reqwest::Client::new(),
+        secret: server.secret.clone(),
+        sku_prefix: format!("BENCH{}", chrono::Utc::now().format("%H%M%S%3f")),
+    };
+    let token = target.token("bench-staff", Role::Operator);
+    let pool = match &server.database_url {
+        Some(url) => Some(connect(url).await),
+        None => None,
+    };
+    Setup {
+        watch: Arc::new(Watch::Http {
+            target: target.clone(),
+            token,
+        }),
+        target: Arc::new(target),
+        probe: None,
+        pool,
+        _system: None,
+    }
+}
+
+/// One (rate, seconds) run; answers its summary row.
+async fn run(rate: f64, seconds: f64, server: Option<&Server>) -> String {
+    let setup = match server {
+        Some(server) => remote(server).await,
+        None => in_process().await,
+    };
+    let (target, watch) = (setup.target.clone(), setup.watch.clone());
+    for i in 0..SKUS {
+        target.give_product(i, 100 + i as i64, 10_000_000).await;
+    }
+    target.first_order(&watch).await;
     let tokens: Arc<Vec<String>> = Arc::new(
         (0..CUSTOMERS)
-            .map(|c| token(&format!("customer-{c:03}"), Role::Customer))
+            .map(|c| target.token(&format!("customer-{c:03}"), Role::Customer))
             .collect(),
     );
-    let pool = PgPoolOptions::new()
-        .max_connections(2)
-        .connect(&system.app.db.url)
-        .await
-        .unwrap();
-    let now: String = sqlx::query_scalar("SELECT to_char(now(), 'YYYY-MM-DD HH24:MI:SS TZ')")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
+    let now = chrono::Utc::now().format("%Y-%m-%d %H:%M:%S UTC");
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!(
         "\n== {rate} orders/s for {seconds} s, {now}, load average {}",
         load.trim()
     );
     let (tx, rx) = mpsc::unbounded_channel();
-    let tracker = tokio::spawn(track(pool.clone(), rx));
-    let warm = drive(&system, &tokens, &tx, (rate, WARM_UP_SECONDS, 0, false)).await;
-    let (changes, steps) = (probe.changes.get(), probe.steps.get());
-    let (failures, observed) = (probe.failures.get(), probe.observed.get());
+    let tracker = tokio::spawn(track(watch.clone(), rx));
+    let warm = drive(&target, &tokens, &tx, (rate, WARM_UP_SECONDS, 0, false)).await;
+    let counted = setup.probe.as_ref().map(|probe| {
+        (
+            probe.changes.get(),
+            probe.steps.get(),
+            probe.failures.get(),
+            probe.observed.get(),
+        )
+    });
     let started = Instant::now();
     let cpu_start = eventstore::testing::machine_cpu_seconds();
-    let sent = drive(&system, &tokens, &tx, (rate, seconds, 1_000_000, true)).await;
+    let sent = drive(&target, &tokens, &tx, (rate, seconds, 1_000_000, true)).await;
     drop(tx);
     let settled = tracker.await.unwrap();
     let cpu = eventstore::testing::machine_cpu_seconds() - cpu_start;
@@ -188,18 +269,22 @@ async fn run(rate: f64, seconds: f64) -> String {
         "machine CPU: {cpu:.1} s for {} confirmed orders = {cpu_per_order:.1} ms per order",
         confirmed.len()
     );
-    let delta = |counter: &eventstore::metrics::prometheus_client::metrics::counter::Counter,
-                 before: u64| { counter.get() - before };
-    println!(
-        "saga probe (measured run + tail of warm-up): changes {} ({:.1}/order), steps {} ({:.1}/order), step failures {}, messages observed {}",
-        delta(&probe.changes, changes), delta(&probe.changes, changes) as f64 / orders,
-        delta(&probe.steps, steps), delta(&probe.steps, steps) as f64 / orders,
-        delta(&probe.failures, failures), delta(&probe.observed, observed)
-    );
-    let with_latency: Vec<(&Placed, f64)> =
-        confirmed.iter().map(|s| (&s.placed, latency(s))).collect();
-    breakdown(&pool, &with_latency).await;
-    pool.close().await;
+    if let (Some(probe), Some((changes, steps, failures, observed))) = (&setup.probe, counted) {
+        let (changes, steps) = (probe.changes.get() - changes, probe.steps.get() - steps);
+        println!(
+            "saga probe (measured run + tail of warm-up): changes {changes} ({:.1}/order), steps {steps} ({:.1}/order), step failures {}, messages observed {}",
+            changes as f64 / orders,
+            steps as f64 / orders,
+            probe.failures.get() - failures,
+            probe.observed.get() - observed
+        );
+    }
+    if let Some(pool) = &setup.pool {
+        let with_latency: Vec<(&Placed, f64)> =
+            confirmed.iter().map(|s| (&s.placed, latency(s))).collect();
+        breakdown(pool, &with_latency).await;
+        pool.close().await;
+    }
     format!(
         "{rate:>7.0} {:>7.1} {:>7.1} {:>7.1} {:>7.1} {:>7.1} {:>8.1} {:>8.1} {:>8.1} {errors:>6} {:>8} {:>9} {cpu_per_order:>7.1}",
         placed_per_s, confirmed_per_s, pct(&all, 0.5), pct(&all, 0.9), pct(&all, 0.99),
@@ -210,28 +295,57 @@ async fn run(rate: f64, seconds: f64) -> String {
 
 #[tokio::main]
 async fn main() {
-    let args: Vec<f64> = std::env::args()
-        .skip(1)
-        .map(|a| a.parse().expect("RATE SECONDS ..."))
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let server = match args.iter().position(|a| a == "--url") {
+        Some(at) => {
+            let url = args.get(at + 1).cloned().expect("--url URL");
+            args.drain(at..at + 2);
+            Some(Server {
+                url,
+                secret: std::env::var("JWT_SECRET")
+                    .expect("--url needs JWT_SECRET: the server's token secret"),
+                database_url: std::env::var("DATABASE_URL").ok(),
+            })
+        }
+        None => None,
+    };
+    let args: Vec<f64> = args
+        .iter()
+        .map(|a| a.parse().expect("[--url URL] RATE SECONDS ..."))
         .collect();
     let pairs: Vec<(f64, f64)> = if args.is_empty() {
         vec![(20.0, 20.0)]
     } else {
         assert!(
             args.len().is_multiple_of(2),
-            "usage: saga_bench RATE SECONDS [RATE SECONDS ...]"
+            "usage: saga_bench [--url URL] RATE SECONDS [RATE SECONDS ...]"
         );
         args.chunks(2).map(|c| (c[0], c[1])).collect()
     };
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    println!("saga bench: POST /api/v1/orders -> rm_orders.orders shows confirmed (polled every {} ms, one task)", POLL.as_millis());
+    match &server {
+        Some(server) => println!(
+            "saga bench: POST {0}/api/v1/orders -> GET {0}/api/v1/orders/{{id}} shows confirmed (every 10 ms per order); events read back: {1}",
+            server.url,
+            if server.database_url.is_some() { "from DATABASE_URL" } else { "no (DATABASE_URL unset)" }
+        ),
+        None => println!(
+            "saga bench: POST /api/v1/orders -> rm_orders.orders shows confirmed (polled every 5 ms, one task)"
+        ),
+    }
     println!(
-        "machine: {cores} cores; broker {}; whole system in this process",
-        fulcrum_tests::system::brokers()
+        "machine: {cores} cores; {}",
+        match &server {
+            Some(_) => "the server and everything it uses run apart from this process".to_owned(),
+            None => format!(
+                "broker {}; whole system in this process",
+                fulcrum_tests::system::brokers()
+            ),
+        }
     );
     let mut rows = Vec::new();
     for (rate, seconds) in pairs {
-        rows.push(run(rate, seconds).await);
+        rows.push(run(rate, seconds, server.as_ref()).await);
         // Let the stopped system's tasks wind down before the next one.
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
