@@ -45,7 +45,9 @@ pub struct RelayConfig {
     /// messages; this, not [`RelayConfig::message_timeout`], bounds how
     /// long the relay takes to deliver again after the broker is back.
     pub stall_timeout: Duration,
-    /// How long the producer waits to fill a request (`linger.ms`, default 5 ms).
+    /// How long the producer waits to fill a request (`linger.ms`, default
+    /// 1 ms). The relay hands a whole batch over at once, so a batch needs
+    /// no longer to fill one request; longer only delays every event.
     pub linger: Duration,
     /// About the first pause before re-sending after a delivery error
     /// ([`Backoff`]; default 100 ms).
@@ -73,7 +75,7 @@ impl RelayConfig {
             batch_size: 500,
             message_timeout: Duration::from_secs(30),
             stall_timeout: Duration::from_secs(3),
-            linger: Duration::from_millis(5),
+            linger: Duration::from_millis(1),
             retry_backoff_min: Duration::from_millis(100),
             retry_backoff_max: Duration::from_secs(5),
             poll_interval: Duration::from_millis(50),
