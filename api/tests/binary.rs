@@ -5,7 +5,7 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use eventstore::testing::server_url;
+use eventstore::testing::{free_port, server_url};
 
 /// A URL for a database that does not exist yet, and a guard that drops it.
 struct FreshDatabase {
@@ -50,14 +50,6 @@ async fn stop_with_sigterm(child: std::process::Child) -> std::process::Output {
         .await
         .unwrap()
         .unwrap()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[test]

@@ -10,14 +10,7 @@ use std::time::{Duration, Instant};
 use axum::body::Bytes;
 use axum::routing::post;
 use axum::Router;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use eventstore::testing::free_port;
 
 #[tokio::test]
 async fn spans_are_exported_over_otlp_in_the_requests_trace() {

@@ -35,6 +35,32 @@ pub fn machine_cpu_seconds() -> f64 {
     ticks as f64 / 100.0
 }
 
+/// A free TCP port on 127.0.0.1 (free when asked; a test binds it soon
+/// after).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("no free port on 127.0.0.1")
+        .port()
+}
+
+/// Polls `check` every 20 ms until it is true; panics naming `what` after
+/// `limit`. For conditions a test waits on (never a sleep in its place).
+pub async fn eventually<F, Fut>(limit: std::time::Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + limit;
+    while !check().await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 /// The server tests use: `DATABASE_URL` (its database name is ignored), or
 /// the local default.
 pub fn server_url() -> String {

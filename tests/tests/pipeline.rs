@@ -16,6 +16,7 @@ use commands::CommandContext;
 use domain::order::OrderCommand;
 use domain::CancelReason;
 use eventstore::relay::RelayConfig;
+use eventstore::testing::eventually;
 use eventstore::{EventStore, ExpectedVersion, NewEvent};
 use fulcrum_tests::{order_body, problem, token, TestApp};
 use projections::status::OnError;
@@ -104,24 +105,11 @@ impl Drop for Pipeline {
     }
 }
 
-/// Polls `check` every 20 ms until it is true; fails after `secs` seconds.
-async fn eventually<F, Fut>(secs: u64, what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 /// Waits until `projection`'s live read model has every event of the store.
 async fn caught_up(store: &EventStore, projection: Projection) {
     let pool = store.pool().clone();
     eventually(
-        60,
+        Duration::from_secs(60),
         &format!("the {projection} projection to catch up"),
         || {
             let pool = pool.clone();
@@ -346,10 +334,14 @@ async fn a_projector_killed_between_its_database_commit_and_its_offset_commit_do
     // caught up before the restarted projectors receive anything: wait for
     // the redelivery itself.
     for probe in &second {
-        eventually(60, "the crashed batch to be redelivered", || {
-            let redelivered = probe.duplicates.get() > 0;
-            async move { redelivered }
-        })
+        eventually(
+            Duration::from_secs(60),
+            "the crashed batch to be redelivered",
+            || {
+                let redelivered = probe.duplicates.get() > 0;
+                async move { redelivered }
+            },
+        )
         .await;
     }
     caught_up(&store, Projection::Orders).await;
@@ -443,9 +435,11 @@ async fn a_poison_event_is_dead_lettered_then_halts_or_is_skipped_as_configured(
     let mut pipeline = Pipeline::start(&store);
     let halting = Arc::new(ProjectorProbe::default());
     let halted = pipeline.projector(&store, Projection::Orders, OnError::Halt, halting.clone());
-    eventually(60, "the orders projection to halt", || async {
-        admin_item(&app, "orders").await["status"] == "halted"
-    })
+    eventually(
+        Duration::from_secs(60),
+        "the orders projection to halt",
+        || async { admin_item(&app, "orders").await["status"] == "halted" },
+    )
     .await;
     let item = admin_item(&app, "orders").await;
     assert_eq!(item["dead_letters"], 1);
@@ -628,7 +622,7 @@ async fn a_rebuild_over_http_while_orders_arrive_keeps_answering_and_ends_equal_
         assert_eq!(list.status(), 200);
     }
     for name in ["orders", "sales", "inventory", "catalog"] {
-        eventually(60, "the rebuild to finish", || async {
+        eventually(Duration::from_secs(60), "the rebuild to finish", || async {
             let list = app.get("/api/v1/orders?limit=5", Some(&alice)).await;
             assert_eq!(list.status(), 200);
             admin_item(&app, name).await["status"] == "running"

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use api::auth::{mint_hs256, Role};
 use eventstore::kafka::topics::{topic_for, AGGREGATES};
+pub use eventstore::testing::{eventually, free_port};
 use projections::Projection;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
@@ -33,15 +34,6 @@ pub fn token(sub: &str, role: Role) -> String {
         "fulcrum-api",
     )
     .unwrap()
-}
-
-/// A free TCP port on 127.0.0.1.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A product that is defined but never stocked: an order for it is
@@ -178,19 +170,6 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         self.kill();
-    }
-}
-
-/// Polls `check` every 20 ms until it is true; panics after `limit`.
-pub async fn eventually<F, Fut>(limit: Duration, what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + limit;
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
