@@ -290,6 +290,17 @@ impl Application {
                         (format!("projector {projection}"), projected)
                     });
                 }
+                // This process's own writes reach its read models at once;
+                // the projectors' copies of them are then duplicates.
+                let fed = Projection::ALL
+                    .into_iter()
+                    .map(|projection| (projection, background.metrics.projector(projection)))
+                    .collect();
+                let (store, stop) = (background.store.clone(), stopped());
+                tasks.spawn(async move {
+                    projections::local::run(store, fed, stop).await;
+                    ("local feed".to_owned(), Ok(()))
+                });
             }
             if let (true, Some((key, interval))) = (
                 background.roles.contains(&Role::Sealer),

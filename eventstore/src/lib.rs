@@ -45,7 +45,9 @@ pub use model::{
     AppendResult, Checkpoint, ExpectedVersion, NewEvent, ParseCheckpointError, RecordedEvent,
     Snapshot,
 };
-pub use read::{checkpoint_at_or_before, head_position, read_all, read_stream};
+pub use read::{
+    checkpoint_at_or_before, head_position, read_after_position, read_all, read_stream,
+};
 pub use relay::{Relay, RelayConfig, RelayError};
 pub use snapshot::{load_snapshot, save_snapshot};
 pub use store::{EventStore, StreamAppend, NOTIFY_CHANNEL};

@@ -58,6 +58,28 @@ pub async fn read_all<'e>(
     rows.iter().map(decode).collect()
 }
 
+/// Up to `limit` committed events with a position above `position`, in
+/// position order. Not gap-free: a transaction still running may commit
+/// later with a lower position, which a later call above this page's last
+/// position never returns. For readers that only go ahead of a gap-free
+/// one and tolerate a missed event (the projections' local feed); tail the
+/// store with [`read_all`] otherwise.
+#[tracing::instrument(skip(db))]
+pub async fn read_after_position<'e>(
+    db: impl PgExecutor<'e>,
+    position: i64,
+    limit: i64,
+) -> Result<Vec<RecordedEvent>, StoreError> {
+    let rows = sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM events WHERE position > $1 ORDER BY position LIMIT $2"
+    ))
+    .bind(position)
+    .bind(limit.max(0))
+    .fetch_all(db)
+    .await?;
+    rows.iter().map(decode).collect()
+}
+
 /// Where a reader handed a plain global position `position` goes on from:
 /// the checkpoint of the event at that position, or when none has it (a
 /// position a rolled-back transaction took, or one beyond the head) of the

@@ -95,7 +95,7 @@ impl EventStore {
     }
 
     /// A receiver that changes whenever this process commits an append.
-    pub(crate) fn commit_signal(&self) -> watch::Receiver<u64> {
+    pub fn commit_signal(&self) -> watch::Receiver<u64> {
         self.commits.subscribe()
     }
 

@@ -28,6 +28,7 @@ mod error;
 mod event;
 mod inventory;
 pub mod live;
+pub mod local;
 mod orders;
 mod position;
 mod projection;

@@ -131,9 +131,18 @@ pub struct RebuildInfo {
 
 /// The stored status of `projection`.
 pub async fn status(pool: &PgPool, projection: Projection) -> Result<Status, ProjectionError> {
+    status_in(&mut *pool.acquire().await?, projection).await
+}
+
+/// The stored status of `projection`, read on `conn` (inside the caller's
+/// transaction).
+pub async fn status_in(
+    conn: &mut sqlx::PgConnection,
+    projection: Projection,
+) -> Result<Status, ProjectionError> {
     let status: String = sqlx::query_scalar("SELECT status FROM projection_status WHERE name = $1")
         .bind(projection.name())
-        .fetch_one(pool)
+        .fetch_one(conn)
         .await?;
     Status::parse(&status)
 }

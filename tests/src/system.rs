@@ -95,6 +95,16 @@ impl System {
                 store, projection, config, probe, stopped,
             ));
         }
+        // As `fulcrum serve` runs the projector role: with the local feed.
+        let fed = Projection::ALL
+            .into_iter()
+            .map(|projection| (projection, system.app.state.metrics.projector(projection)))
+            .collect();
+        tokio::spawn(projections::local::run(
+            store.clone(),
+            fed,
+            system.stopped(),
+        ));
         for _ in 0..orchestrators {
             // They count on the system's registry (served at `/metrics`).
             system.start_orchestrator(system.app.state.metrics.saga());
