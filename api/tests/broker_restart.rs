@@ -19,7 +19,7 @@ use eventstore::seal::SealKey;
 use eventstore::testing::{Broker, TestDb};
 use processes::{
     free_port, order, orders_reach, product, projections_caught_up, read_models_equal_a_clean_fold,
-    receipt, Deployment, KafkaLog, Server,
+    receipt, relay_caught_up, Deployment, KafkaLog, Server,
 };
 
 const RESTARTS: usize = 3;
@@ -76,6 +76,7 @@ async fn read_models_and_sagas_catch_up_soon_after_a_hard_broker_restart() {
     }
     projections_caught_up(&db.pool, Duration::from_secs(30)).await;
     read_models_equal_a_clean_fold(&db.pool).await;
+    relay_caught_up(&db.pool, Duration::from_secs(30)).await;
     // The topics came back as Fulcrum creates them (whether the relay or a
     // consumer re-created them), never with a broker's defaults.
     let (brokers, prefix) = (deployment.brokers.clone(), deployment.prefix.clone());

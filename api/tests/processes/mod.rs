@@ -358,6 +358,27 @@ pub async fn projections_caught_up(pool: &PgPool, limit: Duration) {
     .await;
 }
 
+/// Waits until the relay's checkpoint reached the store's last event: every
+/// event is on Kafka again. The read models alone do not say so: the local
+/// feed brings a process's own writes into them without Kafka.
+pub async fn relay_caught_up(pool: &PgPool, limit: Duration) {
+    eventually(
+        limit,
+        "the relay to deliver every event",
+        move || async move {
+            sqlx::query_scalar::<_, bool>(
+                "SELECT COALESCE((SELECT position FROM checkpoints WHERE name = $1), 0)
+                 >= COALESCE((SELECT max(position) FROM events), 0)",
+            )
+            .bind(eventstore::relay::DEFAULT_CHECKPOINT_NAME)
+            .fetch_one(pool)
+            .await
+            .unwrap()
+        },
+    )
+    .await;
+}
+
 /// Every row of the tables of `projection` in `schema`, as JSON, sorted.
 async fn dump(pool: &PgPool, projection: Projection, schema: &str) -> Value {
     let tables: &[&str] = match projection {
