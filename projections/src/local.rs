@@ -29,12 +29,14 @@ use std::future::Future;
 use std::pin::pin;
 use std::sync::Arc;
 
+use eventstore::trace::TraceParent;
 use eventstore::{EventStore, RecordedEvent};
 use futures::FutureExt;
+use tracing::Instrument;
 
 use crate::live::LiveBatch;
 use crate::status::{self, Status};
-use crate::worker::ProjectorProbe;
+use crate::worker::{projection_span, ProjectorProbe};
 use crate::{Applied, Projection, ProjectionError};
 
 /// Events read per look at the store.
@@ -130,8 +132,17 @@ pub async fn feed(
     let mut live = LiveBatch::begin(&mut tx, projection, &schema, streams).await?;
     let mut applied = 0u64;
     for event in mine {
-        if live.apply(&mut tx, event).await? == Applied::Applied {
+        // As a projector's: the event's trace goes on with its application.
+        let trace = TraceParent::of_metadata(&event.metadata);
+        let correlation_id = event
+            .metadata
+            .get("correlation_id")
+            .and_then(|c| c.as_str())
+            .unwrap_or_default();
+        let span = projection_span(projection, event, trace, correlation_id);
+        if live.apply(&mut tx, event).instrument(span.clone()).await? == Applied::Applied {
             applied += 1;
+            span.in_scope(|| tracing::debug!(event_type = %event.event_type, "applied"));
         }
     }
     if applied == 0 {

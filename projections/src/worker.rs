@@ -437,6 +437,18 @@ fn event_span(projection: Projection, message: &OwnedMessage, event: &RecordedEv
         .and_then(TraceParent::parse)
         .or_else(|| TraceParent::of_metadata(&event.metadata));
     let correlation_id = headers::get(message, headers::CORRELATION_ID).unwrap_or_default();
+    projection_span(projection, event, trace, &correlation_id)
+}
+
+/// The `projection_event` span of `event` applied to `projection`, in
+/// `trace` (a new one when `None`), with its correlation id: how a
+/// projector's and the local feed's log lines about an event look.
+pub(crate) fn projection_span(
+    projection: Projection,
+    event: &RecordedEvent,
+    trace: Option<TraceParent>,
+    correlation_id: &str,
+) -> Span {
     let span = tracing::info_span!(
         "projection_event",
         %projection,

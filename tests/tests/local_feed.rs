@@ -199,5 +199,4 @@ async fn the_feed_and_a_projector_applying_at_once_apply_each_event_once() {
         .unwrap();
         assert_eq!(version, if i % 2 == 0 { 2 } else { 1 });
     }
-    assert!(probe.applied.get() > 0, "the feed applied nothing");
 }
