@@ -45,21 +45,40 @@ async fn status_of(app: &TestApp, order: Uuid) -> Option<String> {
         .unwrap()
 }
 
+/// The local feed for the orders projection, from the store's head.
+struct Feed {
+    probe: Arc<ProjectorProbe>,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Feed {
+    async fn start(app: &TestApp) -> Feed {
+        let probe = Arc::new(ProjectorProbe::default());
+        let head = eventstore::head_position(&app.db.pool).await.unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(local::run_after(
+            app.state.store.clone(),
+            vec![(Projection::Orders, probe.clone())],
+            head,
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        Feed { probe, stop, task }
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        self.task.await.unwrap();
+    }
+}
+
 #[tokio::test]
 async fn an_order_placed_through_the_process_is_in_its_read_model_with_no_projector_running() {
     let app = TestApp::spawn().await;
     app.given_product("L-1", 100, 10).await;
-    let probe = Arc::new(ProjectorProbe::default());
-    let head = eventstore::head_position(&app.db.pool).await.unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let feed = tokio::spawn(local::run_after(
-        app.state.store.clone(),
-        vec![(Projection::Orders, probe.clone())],
-        head,
-        async move {
-            let _ = stopped.await;
-        },
-    ));
+    let feed = Feed::start(&app).await;
 
     let order = place(&app, "L-1").await;
 
@@ -69,9 +88,8 @@ async fn an_order_placed_through_the_process_is_in_its_read_model_with_no_projec
         || async { status_of(&app, order).await.as_deref() == Some("placed") },
     )
     .await;
-    assert_eq!(probe.applied.get(), 1);
-    let _ = stop.send(());
-    feed.await.unwrap();
+    assert_eq!(feed.probe.applied.get(), 1);
+    feed.stop().await;
     // What the projectors then apply changes nothing: every copy is a
     // duplicate, and the read model has the store's head.
     app.project().await;
@@ -150,17 +168,7 @@ async fn the_feed_leaves_a_projection_that_is_not_running_alone() {
 async fn the_feed_and_a_projector_applying_at_once_apply_each_event_once() {
     let app = TestApp::spawn().await;
     app.given_product("L-4", 100, 1000).await;
-    let probe = Arc::new(ProjectorProbe::default());
-    let head = eventstore::head_position(&app.db.pool).await.unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let feed = tokio::spawn(local::run_after(
-        app.state.store.clone(),
-        vec![(Projection::Orders, probe.clone())],
-        head,
-        async move {
-            let _ = stopped.await;
-        },
-    ));
+    let feed = Feed::start(&app).await;
     // Orders placed and some cancelled by many clients while a projector's
     // path (the whole store applied as batches, `LiveBatch`, as the Kafka
     // projectors do) runs beside the feed.
@@ -187,8 +195,7 @@ async fn the_feed_and_a_projector_applying_at_once_apply_each_event_once() {
     };
     let (orders, ()) = tokio::join!(futures::future::join_all(clients), catching_up);
     app.project().await;
-    let _ = stop.send(());
-    feed.await.unwrap();
+    feed.stop().await;
 
     for (i, order) in orders.iter().enumerate() {
         let expected = if i % 2 == 0 { "cancelled" } else { "placed" };
