@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 use eventstore::seal::SealKey;
 use eventstore::testing::{Broker, TestDb};
 use processes::{
-    free_port, order, orders_reach, product, projections_caught_up, read_models_equal_a_clean_fold,
-    receipt, relay_caught_up, Deployment, KafkaLog, Server,
+    define_product, free_port, order, orders_reach, product, projections_caught_up,
+    read_models_equal_a_clean_fold, receipt, relay_caught_up, Deployment, KafkaLog, Server,
 };
 
 const RESTARTS: usize = 3;
@@ -55,8 +55,11 @@ async fn read_models_and_sagas_catch_up_soon_after_a_hard_broker_restart() {
     for restart in 1..=RESTARTS {
         broker.kill(Duration::from_millis(500)).await;
         // The broker is away: the API still takes writes (the events
-        // table is the outbox).
+        // table is the outbox). Every aggregate's topic gets an event
+        // (a new product for catalog), so the relay must create every
+        // topic again once the broker is back.
         receipt(&client, &base, "SKU-1", 50).await;
+        define_product(&client, &base, &format!("SKU-NEW-{restart}"), 10).await;
         for n in 0..2 {
             order(&client, &base, &format!("customer-{restart}-{n}"), "SKU-1").await;
             orders += 1;
@@ -78,7 +81,9 @@ async fn read_models_and_sagas_catch_up_soon_after_a_hard_broker_restart() {
     read_models_equal_a_clean_fold(&db.pool).await;
     relay_caught_up(&db.pool, Duration::from_secs(30)).await;
     // The topics came back as Fulcrum creates them (whether the relay or a
-    // consumer re-created them), never with a broker's defaults.
+    // consumer re-created them), never with a broker's defaults. Each got
+    // an event after the last restart, so each must exist once the relay
+    // has published everything.
     let (brokers, prefix) = (deployment.brokers.clone(), deployment.prefix.clone());
     let log = tokio::task::spawn_blocking(move || {
         let mut log = KafkaLog::open(&brokers, &prefix);
