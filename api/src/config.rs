@@ -207,9 +207,19 @@ pub struct KafkaConfig {
     #[arg(long, env = "KAFKA_MAX_POLL_INTERVAL_MS", default_value_t = consumer::DEFAULT_MAX_POLL_INTERVAL_MS)]
     pub kafka_max_poll_interval_ms: u32,
 
-    /// Consumer `fetch.wait.max.ms` (low: read-model latency).
+    /// The saga consumer's `fetch.wait.max.ms` (low: facts another
+    /// process caused reach the orchestrator quickly).
     #[arg(long, env = "KAFKA_FETCH_WAIT_MAX_MS", default_value_t = consumer::DEFAULT_FETCH_WAIT_MAX_MS)]
     pub kafka_fetch_wait_max_ms: u32,
+
+    /// The projectors' `fetch.wait.max.ms`. Higher than the saga's: the
+    /// local feed applies this process's own writes at once, so a
+    /// projector's copies of them are duplicates, and a longer wait means
+    /// fewer, larger batches (and less broker CPU: Tansu answers a fetch
+    /// only after its whole wait). Writes of processes without the
+    /// projector role reach the read models up to this much later.
+    #[arg(long, env = "KAFKA_PROJECTOR_FETCH_WAIT_MAX_MS", default_value_t = projections::worker::DEFAULT_FETCH_WAIT_MAX_MS)]
+    pub kafka_projector_fetch_wait_max_ms: u32,
 
     /// What a projector does after dead-lettering an event it cannot apply: halt or skip.
     #[arg(long, env = "FULCRUM_PROJECTION_ON_ERROR", default_value = "halt")]
@@ -243,8 +253,55 @@ impl KafkaConfig {
     /// The projectors' settings.
     pub fn projector(&self) -> ProjectorConfig {
         ProjectorConfig {
-            kafka: self.consumer(),
+            kafka: ConsumerSettings {
+                fetch_wait_max_ms: self.kafka_projector_fetch_wait_max_ms,
+                ..self.consumer()
+            },
             on_error: self.projection_on_error,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Kafka {
+        #[command(flatten)]
+        kafka: KafkaConfig,
+    }
+
+    #[test]
+    fn projectors_wait_longer_for_a_fetch_than_the_saga_by_default() {
+        let kafka = Kafka::try_parse_from(["fulcrum"]).unwrap().kafka;
+        assert_eq!(
+            kafka.consumer().fetch_wait_max_ms,
+            consumer::DEFAULT_FETCH_WAIT_MAX_MS
+        );
+        assert_eq!(
+            kafka.projector().kafka.fetch_wait_max_ms,
+            projections::worker::DEFAULT_FETCH_WAIT_MAX_MS
+        );
+        assert!(
+            projections::worker::DEFAULT_FETCH_WAIT_MAX_MS > consumer::DEFAULT_FETCH_WAIT_MAX_MS
+        );
+    }
+
+    #[test]
+    fn the_projectors_fetch_wait_is_its_own_setting() {
+        let kafka = Kafka::try_parse_from([
+            "fulcrum",
+            "--kafka-projector-fetch-wait-max-ms",
+            "250",
+            "--kafka-fetch-wait-max-ms",
+            "5",
+        ])
+        .unwrap()
+        .kafka;
+        assert_eq!(kafka.projector().kafka.fetch_wait_max_ms, 250);
+        assert_eq!(kafka.consumer().fetch_wait_max_ms, 5);
     }
 }
