@@ -285,9 +285,7 @@ mod tests {
             kafka.projector().kafka.fetch_wait_max_ms,
             projections::worker::DEFAULT_FETCH_WAIT_MAX_MS
         );
-        assert!(
-            projections::worker::DEFAULT_FETCH_WAIT_MAX_MS > consumer::DEFAULT_FETCH_WAIT_MAX_MS
-        );
+        assert!(kafka.projector().kafka.fetch_wait_max_ms > kafka.consumer().fetch_wait_max_ms);
     }
 
     #[test]
