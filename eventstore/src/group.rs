@@ -17,16 +17,12 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use chrono::{DateTime, Utc};
-use serde_json::Value;
 use sqlx::pool::PoolConnection;
 use sqlx::{PgPool, Postgres, Row};
 use tokio::sync::{mpsc, oneshot, watch};
-use uuid::Uuid;
 
-use crate::append::{
-    conflict, head_of, map_unique_violation, stream_type, to_i64, Attempt, Rows, StreamHead,
-};
+use crate::append::{conflict, head_of, map_unique_violation, Attempt, Rows, StreamHead};
+use crate::flat::Flat;
 use crate::metrics::StoreMetrics;
 use crate::model::{AppendResult, ExpectedVersion};
 use crate::StoreError;
@@ -281,9 +277,16 @@ impl Writer {
         let id = self.next_group.fetch_add(1, Ordering::Relaxed);
         self.claim(group, id).await;
         let roots = self.chain(group);
-        let flat = Flat::take(group, &roots);
+        let events = group.iter().map(|r| r.rows.len()).sum();
+        let flat = Flat::take(
+            group
+                .iter_mut()
+                .map(|r| (r.stream_id.as_str(), r.expected, &mut r.rows)),
+            &roots,
+            events,
+        );
         let result = self.send(conn, &flat).await;
-        flat.give_back(group);
+        flat.give_back(group.iter_mut().map(|r| &mut r.rows));
         let result = result.and_then(|rows| {
             if rows.len() == group.len() {
                 Ok(rows)
@@ -362,28 +365,7 @@ impl Writer {
             .fetch_all(&mut **conn)
             .await;
         }
-        sqlx::query(
-            "SELECT append_index, outcome, head_version, head_hash, last_position
-             FROM fulcrum_append_group($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
-        )
-        .bind(&flat.stream_ids)
-        .bind(&flat.stream_types)
-        .bind(&flat.expected)
-        .bind(&flat.base_versions)
-        .bind(&flat.base_hashes)
-        .bind(&flat.roots)
-        .bind(&flat.recorded_at)
-        .bind(&flat.counts)
-        .bind(&flat.event_appends)
-        .bind(&flat.event_versions)
-        .bind(&flat.event_ids)
-        .bind(&flat.event_types)
-        .bind(&flat.schema_versions)
-        .bind(&flat.data)
-        .bind(&flat.metadata)
-        .bind(&flat.hashes)
-        .fetch_all(&mut **conn)
-        .await
+        flat.call_group(conn).await
     }
 
     /// Waits until no other group in flight writes to this group's streams,
@@ -526,89 +508,4 @@ fn error_for(error: &sqlx::Error) -> StoreError {
         sqlx::Error::Io(e) => sqlx::Error::Io(std::io::Error::new(e.kind(), e.to_string())),
         other => sqlx::Error::Protocol(other.to_string()),
     })
-}
-
-/// A group as the function's column arrays. The per-event columns are
-/// moved out of the requests and back, never copied.
-#[derive(Default)]
-struct Flat {
-    stream_ids: Vec<String>,
-    stream_types: Vec<String>,
-    expected: Vec<Option<i64>>,
-    base_versions: Vec<i64>,
-    base_hashes: Vec<Vec<u8>>,
-    roots: Vec<i32>,
-    recorded_at: Vec<DateTime<Utc>>,
-    counts: Vec<i32>,
-    event_appends: Vec<i32>,
-    event_versions: Vec<i64>,
-    event_ids: Vec<Uuid>,
-    event_types: Vec<String>,
-    schema_versions: Vec<i32>,
-    data: Vec<Value>,
-    metadata: Vec<Value>,
-    hashes: Vec<Vec<u8>>,
-}
-
-impl Flat {
-    fn take(group: &mut [Request], roots: &[i32]) -> Flat {
-        let events: usize = group.iter().map(|r| r.rows.len()).sum();
-        let mut flat = Flat {
-            roots: roots.to_vec(),
-            event_appends: Vec::with_capacity(events),
-            event_versions: Vec::with_capacity(events),
-            event_ids: Vec::with_capacity(events),
-            event_types: Vec::with_capacity(events),
-            schema_versions: Vec::with_capacity(events),
-            data: Vec::with_capacity(events),
-            metadata: Vec::with_capacity(events),
-            hashes: Vec::with_capacity(events),
-            ..Flat::default()
-        };
-        for (i, request) in group.iter_mut().enumerate() {
-            let rows = &mut request.rows;
-            let n = rows.len();
-            flat.stream_ids.push(request.stream_id.clone());
-            flat.stream_types
-                .push(stream_type(&request.stream_id).to_owned());
-            flat.expected.push(match request.expected {
-                ExpectedVersion::Any => None,
-                ExpectedVersion::NoStream => Some(0),
-                // Beyond i64 no stream can be: a conflict.
-                ExpectedVersion::Exact(v) => Some(to_i64(v).unwrap_or(-1)),
-            });
-            flat.base_versions
-                .push(to_i64(rows.base.version).unwrap_or(-1));
-            flat.base_hashes.push(rows.base.hash.to_vec());
-            flat.recorded_at.push(rows.recorded_at);
-            flat.counts.push(n as i32);
-            let base = rows.base.version;
-            flat.event_appends
-                .extend(std::iter::repeat_n(i as i32 + 1, n));
-            flat.event_versions
-                .extend((1..=n as u64).map(|k| to_i64(base + k).unwrap_or(-1)));
-            flat.event_ids.append(&mut rows.event_ids);
-            flat.event_types.append(&mut rows.event_types);
-            flat.schema_versions.append(&mut rows.schema_versions);
-            flat.data.append(&mut rows.data);
-            flat.metadata.append(&mut rows.metadata);
-            flat.hashes.append(&mut rows.hashes);
-        }
-        flat
-    }
-
-    /// Returns each request its events, in the order they were taken.
-    fn give_back(mut self, group: &mut [Request]) {
-        for (i, request) in group.iter_mut().enumerate().rev() {
-            let n = self.counts[i] as usize;
-            let from = self.event_ids.len() - n;
-            let rows = &mut request.rows;
-            rows.event_ids = self.event_ids.split_off(from);
-            rows.event_types = self.event_types.split_off(from);
-            rows.schema_versions = self.schema_versions.split_off(from);
-            rows.data = self.data.split_off(from);
-            rows.metadata = self.metadata.split_off(from);
-            rows.hashes = self.hashes.split_off(from);
-        }
-    }
 }

@@ -18,6 +18,7 @@ pub mod audit;
 pub mod checkpoint;
 pub mod db;
 mod error;
+mod flat;
 mod group;
 mod hash;
 pub mod idempotency;
