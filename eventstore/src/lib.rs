@@ -24,6 +24,7 @@ mod hash;
 pub mod idempotency;
 pub mod kafka;
 pub mod leader;
+mod many;
 pub mod metrics;
 mod model;
 

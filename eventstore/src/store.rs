@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use tokio::sync::watch;
 
 use crate::append::{
-    append_in, attempt, lock_stream, lock_streams, now_micros, validate, Attempt, Rows, StreamHead,
+    append_in, attempt, lock_stream, now_micros, validate, Attempt, Rows, StreamHead,
 };
 use crate::group::{GroupWriter, Heads};
 use crate::idempotency::{self, Claim};
@@ -46,7 +46,7 @@ pub struct EventStore {
     commits: Arc<watch::Sender<u64>>,
     /// The last head this process saw per stream: the guess that lets an
     /// append take a single round trip. A wrong guess costs one more.
-    heads: Heads,
+    pub(crate) heads: Heads,
     /// Appends from this process, grouped into shared commits.
     group: GroupWriter,
     /// Appends by outcome, their latency, events appended, group sizes.
@@ -233,38 +233,6 @@ impl EventStore {
         Err(StoreError::Corrupt(format!(
             "stream {stream_id} moved while its append lock was held: a writer bypassed the store"
         )))
-    }
-
-    /// Appends to several streams in the caller's transaction on `conn`,
-    /// all or nothing: every stream's lock is taken first, in the global
-    /// lock order ([`lock_streams`]), then each stream's events are
-    /// appended with its own expected version (and hash chain). The first
-    /// failure is returned (a conflict names its stream); the caller then
-    /// rolls back and nothing is stored. One transaction, one commit: the
-    /// caller commits, then calls [`EventStore::committed`]. Results are in
-    /// the order of `appends`; `metadata` is every event's base metadata.
-    pub async fn append_many_in(
-        &self,
-        conn: &mut sqlx::PgConnection,
-        appends: &[StreamAppend<'_>],
-        metadata: &Value,
-    ) -> Result<Vec<AppendResult>, StoreError> {
-        let ids: Vec<&str> = appends.iter().map(|a| a.stream_id).collect();
-        lock_streams(conn, &ids).await?;
-        let mut results = Vec::with_capacity(appends.len());
-        for append in appends {
-            results.push(
-                self.append_in(
-                    conn,
-                    append.stream_id,
-                    append.expected,
-                    append.events,
-                    metadata,
-                )
-                .await?,
-            );
-        }
-        Ok(results)
     }
 
     fn appended(&self, stream_id: &str, result: AppendResult, head: StreamHead) -> AppendResult {

@@ -206,3 +206,69 @@ async fn a_connection_killed_before_the_commit_stores_nothing() {
     assert!(events_of(&store, "acct-y").await.is_empty());
     assert_eq!(version(&store, "acct-x").await, 0);
 }
+
+/// This process's head guesses are stale when another process appended
+/// since (a second store over the same database): the append goes again
+/// under the locks and lands whole, chained onto the real heads; the same
+/// stream twice in one append chains the second part onto the first.
+#[tokio::test]
+async fn stale_guesses_and_a_stream_named_twice_still_land_whole_and_chained() {
+    let db = TestDb::new().await;
+    let (mine, other) = (db.store(), db.store());
+    let group = Uuid::new_v4();
+    for stream in ["acct-x", "acct-y"] {
+        mine.append(stream, ExpectedVersion::Any, &[event(1, group)], &json!({}))
+            .await
+            .unwrap();
+        // Another process moves both heads past what `mine` remembers.
+        other
+            .append(
+                stream,
+                ExpectedVersion::Exact(1),
+                &[event(2, group)],
+                &json!({}),
+            )
+            .await
+            .unwrap();
+    }
+    let (x, y, x_again) = ([event(3, group)], [event(4, group)], [event(5, group)]);
+    let appends = [
+        StreamAppend {
+            stream_id: "acct-x",
+            expected: ExpectedVersion::Exact(2),
+            events: &x,
+        },
+        StreamAppend {
+            stream_id: "acct-y",
+            expected: ExpectedVersion::Any,
+            events: &y,
+        },
+        StreamAppend {
+            stream_id: "acct-x",
+            expected: ExpectedVersion::Exact(3),
+            events: &x_again,
+        },
+    ];
+    let mut tx = mine.pool().begin().await.unwrap();
+    let results = mine
+        .append_many_in(&mut tx, &appends, &json!({}))
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    mine.committed();
+
+    let versions: Vec<u64> = results.iter().map(|r| r.version).collect();
+    assert_eq!(versions, [3, 3, 4]);
+    assert_eq!(version(&mine, "acct-x").await, 4);
+    assert_eq!(version(&mine, "acct-y").await, 3);
+    for stream in ["acct-x", "acct-y"] {
+        let verification = verify_stream(mine.pool(), stream).await.unwrap();
+        assert!(verification.valid, "{stream}: {verification:?}");
+    }
+    let ns: Vec<Value> = events_of(&mine, "acct-x")
+        .await
+        .iter()
+        .map(|e| e["n"].clone())
+        .collect();
+    assert_eq!(ns, [json!(1), json!(2), json!(3), json!(5)]);
+}

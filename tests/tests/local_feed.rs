@@ -82,10 +82,15 @@ async fn an_order_placed_through_the_process_is_in_its_read_model_with_no_projec
 
     let order = place(&app, "L-1").await;
 
+    // The feed counts its events just after its commit, which the read
+    // model shows first: wait for both.
     eventually(
         Duration::from_secs(10),
-        "the order in its read model",
-        || async { status_of(&app, order).await.as_deref() == Some("placed") },
+        "the order in its read model, applied by the feed",
+        || async {
+            status_of(&app, order).await.as_deref() == Some("placed")
+                && feed.probe.applied.get() >= 1
+        },
     )
     .await;
     assert_eq!(feed.probe.applied.get(), 1);
