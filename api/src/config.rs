@@ -221,6 +221,11 @@ pub struct KafkaConfig {
     #[arg(long, env = "KAFKA_PROJECTOR_FETCH_WAIT_MAX_MS", default_value_t = projections::worker::DEFAULT_FETCH_WAIT_MAX_MS)]
     pub kafka_projector_fetch_wait_max_ms: u32,
 
+    /// The relay producer's `linger.ms`: how long it gathers events into
+    /// one request per partition.
+    #[arg(long, env = "KAFKA_RELAY_LINGER_MS", default_value_t = 1)]
+    pub kafka_relay_linger_ms: u64,
+
     /// What a projector does after dead-lettering an event it cannot apply: halt or skip.
     #[arg(long, env = "FULCRUM_PROJECTION_ON_ERROR", default_value = "halt")]
     pub projection_on_error: projections::status::OnError,
@@ -233,6 +238,7 @@ impl KafkaConfig {
         config.topic_prefix.clone_from(&self.topic_prefix);
         config.partitions = self.kafka_partitions;
         config.replication = self.kafka_replication;
+        config.linger = Duration::from_millis(self.kafka_relay_linger_ms);
         config
     }
 
@@ -300,6 +306,7 @@ mod tests {
         .unwrap()
         .kafka;
         assert_eq!(kafka.projector().kafka.fetch_wait_max_ms, 250);
+        assert_eq!(kafka.relay().linger, Duration::from_millis(1));
         assert_eq!(kafka.consumer().fetch_wait_max_ms, 5);
     }
 }
