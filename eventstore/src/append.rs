@@ -179,6 +179,38 @@ pub(crate) enum Attempt {
     Stale(StreamHead),
 }
 
+impl Attempt {
+    /// What a row of `fulcrum_append` or `fulcrum_append_group` says of
+    /// an append to `stream_id` expecting `expected`: written, stale, or
+    /// the error a conflict or a transaction-order refusal is.
+    pub(crate) fn from_row(
+        row: &sqlx::postgres::PgRow,
+        stream_id: &str,
+        expected: ExpectedVersion,
+    ) -> Result<Attempt, StoreError> {
+        let outcome: String = row.try_get("outcome")?;
+        let head = head_of(row, stream_id)?;
+        match outcome.as_str() {
+            "ok" => Ok(Attempt::Appended(
+                AppendResult {
+                    version: head.version,
+                    position: row.try_get("last_position")?,
+                    replayed: false,
+                },
+                head,
+            )),
+            "stale" => Ok(Attempt::Stale(head)),
+            "conflict" => Err(conflict(stream_id, expected, head.version)),
+            "tx_order" => Err(StoreError::TransactionOrder {
+                stream_id: stream_id.to_owned(),
+            }),
+            other => Err(StoreError::Corrupt(format!(
+                "an append function answered {other:?}"
+            ))),
+        }
+    }
+}
+
 /// One call of the `fulcrum_append` database function (see the migration):
 /// lock, check, and write the events chained onto `base` if `base` is the
 /// head. Runs in the caller's transaction, or alone (autocommit) on a bare
@@ -217,26 +249,7 @@ pub(crate) async fn attempt(
     .fetch_one(&mut *conn)
     .await
     .map_err(|e| map_unique_violation(e.into(), stream_id, expected))?;
-    let outcome: String = row.try_get("outcome")?;
-    let head = head_of(&row, stream_id)?;
-    match outcome.as_str() {
-        "ok" => Ok(Attempt::Appended(
-            AppendResult {
-                version: head.version,
-                position: row.try_get("last_position")?,
-                replayed: false,
-            },
-            head,
-        )),
-        "stale" => Ok(Attempt::Stale(head)),
-        "conflict" => Err(conflict(stream_id, expected, head.version)),
-        "tx_order" => Err(StoreError::TransactionOrder {
-            stream_id: stream_id.to_owned(),
-        }),
-        other => Err(StoreError::Corrupt(format!(
-            "fulcrum_append answered {other:?}"
-        ))),
-    }
+    Attempt::from_row(&row, stream_id, expected)
 }
 
 /// Takes `stream_id`'s append lock for the rest of the transaction. Call it

@@ -104,12 +104,13 @@ impl Flat {
 
     /// One call of `fulcrum_append_group` with these appends on `conn`
     /// (in its transaction, or alone in autocommit): a row per append, in
-    /// order (`append_index`, `outcome`, the head, `last_position`).
+    /// order (`append_index`, `outcome`, the head, `last_position`); a
+    /// protocol error when the function answered another number of rows.
     pub(crate) async fn call_group(
         &self,
         conn: &mut PgConnection,
     ) -> Result<Vec<PgRow>, sqlx::Error> {
-        sqlx::query(
+        let rows = sqlx::query(
             "SELECT append_index, outcome, head_version, head_hash, last_position
              FROM fulcrum_append_group($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
         )
@@ -130,6 +131,14 @@ impl Flat {
         .bind(&self.metadata)
         .bind(&self.hashes)
         .fetch_all(conn)
-        .await
+        .await?;
+        if rows.len() != self.stream_ids.len() {
+            return Err(sqlx::Error::Protocol(format!(
+                "fulcrum_append_group answered {} rows for {} appends",
+                rows.len(),
+                self.stream_ids.len()
+            )));
+        }
+        Ok(rows)
     }
 }

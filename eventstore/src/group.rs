@@ -18,13 +18,13 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use sqlx::pool::PoolConnection;
-use sqlx::{PgPool, Postgres, Row};
+use sqlx::{PgPool, Postgres};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::append::{conflict, head_of, map_unique_violation, Attempt, Rows, StreamHead};
+use crate::append::{map_unique_violation, Attempt, Rows, StreamHead};
 use crate::flat::Flat;
 use crate::metrics::StoreMetrics;
-use crate::model::{AppendResult, ExpectedVersion};
+use crate::model::ExpectedVersion;
 use crate::StoreError;
 
 /// The most events one group carries (a larger append goes alone).
@@ -287,17 +287,6 @@ impl Writer {
         );
         let result = self.send(conn, &flat).await;
         flat.give_back(group.iter_mut().map(|r| &mut r.rows));
-        let result = result.and_then(|rows| {
-            if rows.len() == group.len() {
-                Ok(rows)
-            } else {
-                Err(sqlx::Error::Protocol(format!(
-                    "fulcrum_append_group answered {} rows for {} appends",
-                    rows.len(),
-                    group.len()
-                )))
-            }
-        });
         if result.is_err() {
             for request in group.iter() {
                 self.heads.invalidate(&request.stream_id);
@@ -362,8 +351,9 @@ impl Writer {
             .bind(&flat.schema_versions)
             .bind(&flat.data)
             .bind(&flat.hashes)
-            .fetch_all(&mut **conn)
-            .await;
+            .fetch_one(&mut **conn)
+            .await
+            .map(|row| vec![row]);
         }
         flat.call_group(conn).await
     }
@@ -436,44 +426,22 @@ impl Writer {
         self.released.notify_waiters();
     }
 
+    /// [`Attempt::from_row`], keeping the head cache current: the new or
+    /// the found head, or none after a refusal.
     fn outcome(
         &self,
         request: &Request,
         row: &sqlx::postgres::PgRow,
     ) -> Result<Attempt, StoreError> {
         let stream_id = &request.stream_id;
-        let outcome: String = row.try_get("outcome")?;
-        let head = head_of(row, stream_id)?;
-        match outcome.as_str() {
-            "ok" => {
-                self.heads.insert(stream_id.clone(), head);
-                Ok(Attempt::Appended(
-                    AppendResult {
-                        version: head.version,
-                        position: row.try_get("last_position")?,
-                        replayed: false,
-                    },
-                    head,
-                ))
+        let attempt = Attempt::from_row(row, stream_id, request.expected);
+        match &attempt {
+            Ok(Attempt::Appended(_, head) | Attempt::Stale(head)) => {
+                self.heads.insert(stream_id.clone(), *head);
             }
-            "stale" => {
-                self.heads.insert(stream_id.clone(), head);
-                Ok(Attempt::Stale(head))
-            }
-            "conflict" => {
-                self.heads.invalidate(stream_id);
-                Err(conflict(stream_id, request.expected, head.version))
-            }
-            "tx_order" => {
-                self.heads.invalidate(stream_id);
-                Err(StoreError::TransactionOrder {
-                    stream_id: stream_id.clone(),
-                })
-            }
-            other => Err(StoreError::Corrupt(format!(
-                "fulcrum_append_group answered {other:?}"
-            ))),
+            Err(_) => self.heads.invalidate(stream_id),
         }
+        attempt
     }
 }
 

@@ -5,9 +5,9 @@
 use std::collections::HashMap;
 
 use serde_json::Value;
-use sqlx::{PgConnection, Row};
+use sqlx::PgConnection;
 
-use crate::append::{conflict, head_of, now_micros, validate, Rows, StreamHead};
+use crate::append::{now_micros, validate, Attempt, Rows, StreamHead};
 use crate::flat::Flat;
 use crate::model::{AppendResult, ExpectedVersion};
 use crate::{EventStore, StoreError, StreamAppend};
@@ -74,14 +74,7 @@ impl EventStore {
                 events,
             );
             let answers = match flat.call_group(conn).await {
-                Ok(answers) if answers.len() == pending.len() => answers,
-                Ok(answers) => {
-                    return Err(StoreError::Corrupt(format!(
-                        "fulcrum_append_group answered {} rows for {} appends",
-                        answers.len(),
-                        pending.len()
-                    )))
-                }
+                Ok(answers) => answers,
                 Err(error) => {
                     for &i in &pending {
                         self.heads.invalidate(appends[i].stream_id);
@@ -99,34 +92,17 @@ impl EventStore {
                 if restaled.contains_key(append.stream_id) {
                     continue;
                 }
-                let outcome: String = answer.try_get("outcome")?;
-                let head = head_of(answer, append.stream_id)?;
-                match outcome.as_str() {
-                    "ok" => {
+                match Attempt::from_row(answer, append.stream_id, append.expected) {
+                    Ok(Attempt::Appended(result, head)) => {
                         self.heads.insert(append.stream_id.to_owned(), head);
-                        results[i] = Some(AppendResult {
-                            version: head.version,
-                            position: answer.try_get("last_position")?,
-                            replayed: false,
-                        });
+                        results[i] = Some(result);
                     }
-                    "stale" => {
+                    Ok(Attempt::Stale(head)) => {
                         restaled.insert(append.stream_id, head);
                     }
-                    "conflict" => {
+                    Err(error) => {
                         self.heads.invalidate(append.stream_id);
-                        return Err(conflict(append.stream_id, append.expected, head.version));
-                    }
-                    "tx_order" => {
-                        self.heads.invalidate(append.stream_id);
-                        return Err(StoreError::TransactionOrder {
-                            stream_id: append.stream_id.to_owned(),
-                        });
-                    }
-                    other => {
-                        return Err(StoreError::Corrupt(format!(
-                            "fulcrum_append_group answered {other:?}"
-                        )))
+                        return Err(error);
                     }
                 }
             }
