@@ -135,7 +135,7 @@ impl ConsumerSettings {
 /// delivered again after a restart or a rebalance. Handle messages
 /// idempotently, by (stream id, version).
 pub struct EventConsumer {
-    consumer: StreamConsumer,
+    consumer: DropOffThread<StreamConsumer>,
     group_id: String,
     /// The subscribed topics, created again (with `partitions` and
     /// `replication`) when the broker forgot them.
@@ -167,7 +167,7 @@ impl EventConsumer {
         let names: Vec<&str> = topics.iter().map(String::as_str).collect();
         consumer.subscribe(&names)?;
         Ok(EventConsumer {
-            consumer,
+            consumer: DropOffThread::new(consumer),
             group_id: group_id.to_owned(),
             topics: topics.to_vec(),
             partitions: settings.partitions,
@@ -198,7 +198,7 @@ impl EventConsumer {
     pub async fn recv_batch(&self, max: usize) -> Vec<OwnedMessage> {
         let mut seen: Vec<String> = Vec::new();
         let first = loop {
-            match self.consumer.recv().await {
+            match self.consumer.get().recv().await {
                 Ok(message) => break message.detach(),
                 Err(error) => {
                     let text = error.to_string();
@@ -216,7 +216,7 @@ impl EventConsumer {
         };
         let mut batch = vec![first];
         while batch.len() < max {
-            match self.consumer.recv().now_or_never() {
+            match self.consumer.get().recv().now_or_never() {
                 Some(Ok(message)) => batch.push(message.detach()),
                 _ => break,
             }
@@ -262,8 +262,46 @@ impl EventConsumer {
                 tracing::warn!(%topic, partition, %error, "building the offset commit");
             }
         }
-        if let Err(error) = self.consumer.commit(&list, CommitMode::Async) {
+        if let Err(error) = self.consumer.get().commit(&list, CommitMode::Async) {
             tracing::warn!(group = %self.group_id, %error, "committing offsets failed; the messages will be redelivered");
+        }
+    }
+}
+
+/// A value dropped on a thread of its own, so that its drop never blocks
+/// the dropping thread.
+///
+/// For consumers: closing one (its drop) can hang forever when a group
+/// assignment arrives while it closes (`rd_kafka_assign` waits on a reply
+/// that never comes; confluentinc/librdkafka#4884, open). Seen in CI: a
+/// test's runtime, dropping a projector that had just joined its group,
+/// hung for good. With the drop elsewhere, such a hang costs one parked
+/// thread, not the runtime's shutdown or a stopping role.
+struct DropOffThread<T: Send + 'static>(Option<T>);
+
+impl<T: Send + 'static> DropOffThread<T> {
+    fn new(value: T) -> Self {
+        DropOffThread(Some(value))
+    }
+
+    fn get(&self) -> &T {
+        match &self.0 {
+            Some(value) => value,
+            None => unreachable!("the value is taken only when dropped"),
+        }
+    }
+}
+
+impl<T: Send + 'static> Drop for DropOffThread<T> {
+    fn drop(&mut self) {
+        let Some(value) = self.0.take() else { return };
+        let spawned = std::thread::Builder::new()
+            .name("kafka-drop".to_owned())
+            .spawn(move || drop(value));
+        // Without a thread (none can be spawned), the closure and the
+        // value with it are dropped here, as before.
+        if let Err(error) = spawned {
+            tracing::warn!(%error, "cannot drop a Kafka client on a thread of its own");
         }
     }
 }
@@ -301,6 +339,41 @@ async fn create_topics(
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{mpsc, Arc};
+    use std::time::Duration;
+
+    /// A drop that blocks its thread until told to go on (at most 5 s),
+    /// then says it is done.
+    struct Stuck {
+        go_on: mpsc::Receiver<()>,
+        done: Arc<AtomicBool>,
+    }
+
+    impl Drop for Stuck {
+        fn drop(&mut self) {
+            let _ = self.go_on.recv_timeout(Duration::from_secs(5));
+            self.done.store(true, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn a_drop_that_hangs_does_not_hang_its_dropper() {
+        let (tell, go_on) = mpsc::channel();
+        let done = Arc::new(AtomicBool::new(false));
+        drop(super::DropOffThread::new(Stuck {
+            go_on,
+            done: done.clone(),
+        }));
+        // Back before the value's drop ended: it runs elsewhere.
+        assert!(
+            !done.load(Ordering::SeqCst),
+            "the drop ran on the dropping thread"
+        );
+        tell.send(())
+            .expect("the other thread still drops the value");
+    }
+
     use super::*;
 
     #[test]
