@@ -226,9 +226,19 @@ pub struct KafkaConfig {
     #[arg(long, env = "KAFKA_RELAY_LINGER_MS", default_value_t = 1)]
     pub kafka_relay_linger_ms: u64,
 
+    /// The least time between two saves of the relay's checkpoint; a relay
+    /// that crashes re-sends (as duplicates) what it published since.
+    #[arg(long, env = "KAFKA_RELAY_CHECKPOINT_INTERVAL_MS", default_value_t = relay_checkpoint_interval_ms())]
+    pub kafka_relay_checkpoint_interval_ms: u64,
+
     /// What a projector does after dead-lettering an event it cannot apply: halt or skip.
     #[arg(long, env = "FULCRUM_PROJECTION_ON_ERROR", default_value = "halt")]
     pub projection_on_error: projections::status::OnError,
+}
+
+/// [`eventstore::relay::DEFAULT_CHECKPOINT_INTERVAL`] in milliseconds.
+fn relay_checkpoint_interval_ms() -> u64 {
+    u64::try_from(eventstore::relay::DEFAULT_CHECKPOINT_INTERVAL.as_millis()).unwrap_or(u64::MAX)
 }
 
 impl KafkaConfig {
@@ -239,6 +249,7 @@ impl KafkaConfig {
         config.partitions = self.kafka_partitions;
         config.replication = self.kafka_replication;
         config.linger = Duration::from_millis(self.kafka_relay_linger_ms);
+        config.checkpoint_interval = Duration::from_millis(self.kafka_relay_checkpoint_interval_ms);
         config
     }
 
@@ -308,5 +319,9 @@ mod tests {
         assert_eq!(kafka.projector().kafka.fetch_wait_max_ms, 250);
         assert_eq!(kafka.relay().linger, Duration::from_millis(1));
         assert_eq!(kafka.consumer().fetch_wait_max_ms, 5);
+        assert_eq!(
+            kafka.relay().checkpoint_interval,
+            eventstore::relay::DEFAULT_CHECKPOINT_INTERVAL
+        );
     }
 }

@@ -58,6 +58,50 @@ pub async fn read_all<'e>(
     rows.iter().map(decode).collect()
 }
 
+/// What a tailing reader read ([`read_tail`]).
+pub(crate) struct Tail {
+    /// As [`read_all`] returns them.
+    pub(crate) events: Vec<RecordedEvent>,
+    /// Whether committed events lie beyond the readable horizon (held back
+    /// by an older transaction still running): read again once it ends.
+    pub(crate) held_back: bool,
+}
+
+/// [`read_all`], saying whether committed events were held back: the same
+/// index scan without the horizon filter, cut at the first event past the
+/// horizon (they all come after the readable ones in (transaction id,
+/// position) order).
+pub(crate) async fn read_tail<'e>(
+    db: impl PgExecutor<'e>,
+    after: Checkpoint,
+    limit: i64,
+) -> Result<Tail, StoreError> {
+    let rows = sqlx::query(&format!(
+        "SELECT {COLUMNS}, tx_id >= h.horizon AS held_back
+           FROM events,
+                (SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS horizon) h
+          WHERE (tx_id, position) > ($1, $2)
+          ORDER BY tx_id, position
+          LIMIT $3"
+    ))
+    .bind(after.tx_id)
+    .bind(after.position)
+    .bind(limit.max(0))
+    .fetch_all(db)
+    .await?;
+    let readable = rows
+        .iter()
+        .position(|row| row.try_get("held_back").unwrap_or(true))
+        .unwrap_or(rows.len());
+    Ok(Tail {
+        events: rows[..readable]
+            .iter()
+            .map(decode)
+            .collect::<Result<_, _>>()?,
+        held_back: readable < rows.len(),
+    })
+}
+
 /// Up to `limit` committed events with a position above `position`, in
 /// position order. Not gap-free: a transaction still running may commit
 /// later with a lower position, which a later call above this page's last

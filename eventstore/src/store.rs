@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use tokio::sync::watch;
+use uuid::Uuid;
 
 use crate::append::{
     append_in, attempt, lock_stream, now_micros, validate, Attempt, Rows, StreamHead,
@@ -44,6 +45,10 @@ pub struct StreamAppend<'a> {
 pub struct EventStore {
     pool: PgPool,
     commits: Arc<watch::Sender<u64>>,
+    /// This store's name on [`NOTIFY_CHANNEL`]: the payload of its
+    /// announcements, which its own subscriptions pass over (its commit
+    /// signal woke them already).
+    pub(crate) origin: Arc<str>,
     /// The last head this process saw per stream: the guess that lets an
     /// append take a single round trip. A wrong guess costs one more.
     pub(crate) heads: Heads,
@@ -59,7 +64,8 @@ impl EventStore {
     /// processes (it ends when the last clone is dropped).
     pub fn new(pool: PgPool) -> Self {
         let (commits, rx) = watch::channel(0u64);
-        tokio::spawn(announce_commits(pool.clone(), rx));
+        let origin: Arc<str> = Uuid::new_v4().to_string().into();
+        tokio::spawn(announce_commits(pool.clone(), rx, origin.clone()));
         let commits = Arc::new(commits);
         let heads = moka::sync::Cache::new(HEAD_CACHE_CAPACITY);
         let metrics = StoreMetrics::default();
@@ -72,6 +78,7 @@ impl EventStore {
         EventStore {
             pool,
             commits,
+            origin,
             heads,
             group,
             metrics,
@@ -328,11 +335,13 @@ impl EventStore {
     }
 }
 
-/// Sends one `NOTIFY` per window in which this process committed appends.
-async fn announce_commits(pool: PgPool, mut commits: watch::Receiver<u64>) {
+/// Sends one `NOTIFY` (with payload `origin`) per window in which this
+/// store committed appends.
+async fn announce_commits(pool: PgPool, mut commits: watch::Receiver<u64>, origin: Arc<str>) {
     while commits.changed().await.is_ok() {
-        if let Err(error) = sqlx::query("SELECT pg_notify($1, '')")
+        if let Err(error) = sqlx::query("SELECT pg_notify($1, $2)")
             .bind(NOTIFY_CHANNEL)
+            .bind(&*origin)
             .execute(&pool)
             .await
         {

@@ -8,7 +8,12 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::model::{Checkpoint, RecordedEvent};
+use crate::read;
 use crate::store::{EventStore, NOTIFY_CHANNEL};
+
+/// How soon a tail reads again when committed events were held back by an
+/// older transaction still running (at most its poll interval).
+const HELD_BACK_RETRY: Duration = Duration::from_millis(2);
 use crate::StoreError;
 
 /// How a subscription reads.
@@ -69,15 +74,22 @@ async fn tail(
     loop {
         // Mark the signal seen before reading, so a commit during the read wakes us again.
         local.borrow_and_update();
-        let batch = match store.read_all(checkpoint, options.batch_size).await {
-            Ok(batch) => batch,
+        let read = match read::read_tail(store.pool(), checkpoint, options.batch_size).await {
+            Ok(read) => read,
             Err(error) => {
                 let _ = tx.send(Err(error)).await;
                 return;
             }
         };
-        let full = batch.len() as i64 >= options.batch_size;
-        for event in batch {
+        let full = read.events.len() as i64 >= options.batch_size;
+        // Events held back by an older transaction: read again soon, since
+        // that transaction may not be an append that announces its end.
+        let (wait, origin) = if read.held_back {
+            (options.poll_interval.min(HELD_BACK_RETRY), None)
+        } else {
+            (options.poll_interval, Some(&*store.origin))
+        };
+        for event in read.events {
             checkpoint = event.checkpoint();
             if tx.send(Ok(event)).await.is_err() {
                 return; // the subscriber went away
@@ -88,21 +100,32 @@ async fn tail(
         }
         tokio::select! {
             _ = local.changed() => {}
-            notified = recv(&mut listener) => {
+            notified = announced(&mut listener, origin) => {
                 if let Err(error) = notified {
                     tracing::warn!(%error, "LISTEN connection failed; polling only");
                     listener = None;
                 }
             }
-            _ = tokio::time::sleep(options.poll_interval) => {}
+            _ = tokio::time::sleep(wait) => {}
             _ = tx.closed() => return,
         }
     }
 }
 
-async fn recv(listener: &mut Option<PgListener>) -> Result<(), sqlx::Error> {
-    match listener {
-        Some(l) => l.recv().await.map(|_| ()),
-        None => std::future::pending().await,
+/// The next announcement of commits, passing over those of the store
+/// named `mine`: its commit signal woke the tail already, and reading again
+/// would find nothing (it halves the reads of a process that writes what it
+/// tails, as the relay's does).
+async fn announced(
+    listener: &mut Option<PgListener>,
+    mine: Option<&str>,
+) -> Result<(), sqlx::Error> {
+    let Some(listener) = listener else {
+        return std::future::pending().await;
+    };
+    loop {
+        if Some(listener.recv().await?.payload()) != mine {
+            return Ok(());
+        }
     }
 }

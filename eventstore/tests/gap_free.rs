@@ -297,3 +297,37 @@ async fn locking_the_stream_first_lets_a_transaction_write_before_appending() {
 
     assert_eq!(appended.version, 2);
 }
+
+#[tokio::test]
+async fn a_subscriber_wakes_for_commits_of_its_own_store_and_of_another_process() {
+    // Given a subscriber whose polling is an hour away, so that only
+    // wake-ups can bring it events,
+    let db = TestDb::new().await;
+    let mine = db.store();
+    let other = db.store(); // another store: what another process is
+    let options = SubscribeOptions {
+        batch_size: 100,
+        poll_interval: Duration::from_secs(3600),
+    };
+    let subscription = mine.subscribe_all(Checkpoint::START, options);
+    let mut subscription = std::pin::pin!(subscription);
+    for round in 0..3 {
+        // when the other store commits, its NOTIFY wakes the subscriber,
+        let theirs = format!("theirs-{round}");
+        other
+            .append(&theirs, ExpectedVersion::Any, &one(&theirs), &json!({}))
+            .await
+            .unwrap();
+        let next = tokio::time::timeout(Duration::from_secs(30), subscription.next()).await;
+        let event = next.expect("another store's commit did not wake the subscriber");
+        assert_eq!(event.unwrap().unwrap().stream_id, theirs);
+        // and when its own store commits, its commit signal does.
+        let ours = format!("ours-{round}");
+        mine.append(&ours, ExpectedVersion::Any, &one(&ours), &json!({}))
+            .await
+            .unwrap();
+        let next = tokio::time::timeout(Duration::from_secs(30), subscription.next()).await;
+        let event = next.expect("its own store's commit did not wake the subscriber");
+        assert_eq!(event.unwrap().unwrap().stream_id, ours);
+    }
+}

@@ -547,3 +547,54 @@ async fn an_unreachable_broker_delays_the_relay_but_shutdown_still_ends_it() {
         Checkpoint::START
     );
 }
+
+#[tokio::test]
+async fn the_checkpoint_is_saved_when_due_and_always_at_shutdown() {
+    let broker = Broker::start().await;
+    let db = TestDb::new().await;
+    let store = db.store();
+    // Given a relay that may save its checkpoint only once an hour,
+    let prefix = prefix();
+    let mut config = config(&broker.brokers, &prefix);
+    config.checkpoint_interval = Duration::from_secs(3600);
+    let relay = Relay::new(store.clone(), config).unwrap();
+    let stats = relay.stats();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let running = tokio::spawn(relay.run(async {
+        let _ = stopped.await;
+    }));
+    // when it has published every event,
+    for i in 0..20 {
+        let event = NewEvent::new("Ticked", 1, json!({ "i": i }));
+        store
+            .append(
+                &format!("order-{i}"),
+                ExpectedVersion::Any,
+                &[event],
+                &json!({}),
+            )
+            .await
+            .unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while stats.acked() < 20 {
+        assert!(
+            Instant::now() < deadline,
+            "the relay published only {}",
+            stats.acked()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // then its checkpoint is not saved yet (a crash now re-sends all 20),
+    assert_eq!(
+        load_checkpoint(&db.pool, "relay").await.unwrap(),
+        Checkpoint::START
+    );
+    // and when it stops, the checkpoint of the last event is.
+    stop.send(()).unwrap();
+    running.await.unwrap().unwrap();
+    let last = store.read_all(Checkpoint::START, 100).await.unwrap();
+    let last = last.last().unwrap().checkpoint();
+    assert_eq!(load_checkpoint(&db.pool, "relay").await.unwrap(), last);
+    assert_eq!(stats.checkpoint(), last);
+}

@@ -13,6 +13,9 @@ use crate::kafka::Backoff;
 /// The default checkpoint name of the relay.
 pub const DEFAULT_CHECKPOINT_NAME: &str = "relay";
 
+/// The default least time between two saves of the relay's checkpoint.
+pub const DEFAULT_CHECKPOINT_INTERVAL: Duration = Duration::from_millis(100);
+
 /// How the relay connects, names, batches and retries.
 #[derive(Debug, Clone)]
 pub struct RelayConfig {
@@ -30,7 +33,7 @@ pub struct RelayConfig {
     /// use e.g. `relay.<prefix>` for several relays on one database).
     pub checkpoint_name: String,
     /// Most events sent per batch before acknowledgements are awaited and
-    /// the checkpoint is saved (default 500).
+    /// the acknowledged prefix checkpointed (default 500).
     pub batch_size: usize,
     /// How long the relay waits for a batch's acknowledgements before it
     /// purges the producer and sends the unacknowledged rest again (default
@@ -58,6 +61,13 @@ pub struct RelayConfig {
     /// Longest wait between reads of the events table when no commit
     /// wake-up arrives (default 50 ms).
     pub poll_interval: Duration,
+    /// The least time between two saves of the checkpoint (default
+    /// [`DEFAULT_CHECKPOINT_INTERVAL`]). Acknowledged events are
+    /// checkpointed at most this late: when due after a batch, or when the
+    /// relay is idle, and always when it stops. A relay that crashes (or
+    /// loses its lock) re-sends what it acknowledged since the last save,
+    /// as duplicates that consumers drop. Zero saves after every batch.
+    pub checkpoint_interval: Duration,
     /// Further librdkafka producer properties, applied last (they override
     /// the ones above; do not turn idempotence off).
     pub producer_properties: Vec<(String, String)>,
@@ -79,6 +89,7 @@ impl RelayConfig {
             retry_backoff_min: Duration::from_millis(100),
             retry_backoff_max: Duration::from_secs(5),
             poll_interval: Duration::from_millis(50),
+            checkpoint_interval: DEFAULT_CHECKPOINT_INTERVAL,
             producer_properties: Vec::new(),
         }
     }

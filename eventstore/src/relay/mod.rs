@@ -10,8 +10,11 @@
 //! Delivery works in batches: up to [`RelayConfig::batch_size`] events are
 //! handed to the producer in global order, then every acknowledgement is
 //! awaited, then the checkpoint of the last event of the batch's longest
-//! fully acknowledged prefix is saved. The checkpoint therefore only ever
-//! moves past events the broker acknowledged (with `acks=all`). Events after
+//! fully acknowledged prefix is noted, and saved when the last save is
+//! [`RelayConfig::checkpoint_interval`] old (or the relay is idle that long,
+//! or stops). The checkpoint therefore only ever moves past events the
+//! broker acknowledged (with `acks=all`); a relay that crashes re-sends at
+//! most an interval's worth of acknowledged events. Events after
 //! the first unacknowledged one are sent again, in order, after an
 //! exponential backoff with jitter ([`Backoff`], from about
 //! [`RelayConfig::retry_backoff_min`] up to
@@ -88,7 +91,7 @@ use crate::model::RecordedEvent;
 use crate::store::EventStore;
 
 pub use crate::kafka::topics::{is_valid_topic, topic_for, AGGREGATES, DEFAULT_TOPIC_PREFIX};
-pub use config::{RelayConfig, DEFAULT_CHECKPOINT_NAME};
+pub use config::{RelayConfig, DEFAULT_CHECKPOINT_INTERVAL, DEFAULT_CHECKPOINT_NAME};
 pub use error::RelayError;
 pub use stats::{RelayLags, RelayStats};
 

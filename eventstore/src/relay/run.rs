@@ -14,8 +14,7 @@ use super::outbox::{Fill, Outbox, Outgoing};
 use super::{pause, Relay, RelayError};
 use crate::kafka::topics::{self, TopicError};
 use crate::kafka::Backoff;
-use crate::subscribe::SubscribeOptions;
-use crate::{load_checkpoint, save_checkpoint};
+use crate::load_checkpoint;
 
 /// How a step of the loop ended.
 enum Step {
@@ -43,14 +42,11 @@ impl Relay {
         let saved = load_checkpoint(self.store.pool(), name).await?;
         self.stats.set_checkpoint(saved);
         tracing::info!(checkpoint = %saved, name = %name, prefix = %self.config.topic_prefix, "relay started");
-        let options = SubscribeOptions {
-            batch_size: i64::try_from(self.config.batch_size).unwrap_or(i64::MAX),
-            poll_interval: self.config.poll_interval,
-        };
-        let prefix = self.config.topic_prefix.clone();
-        let mut outbox = Outbox::open(self.store.clone(), options, prefix, self.stats(), saved);
+        let mut outbox = Outbox::open(self.store.clone(), &self.config, self.stats(), saved);
 
-        self.relay(&mut outbox, &mut backoff, &mut shutdown).await?;
+        let relayed = self.relay(&mut outbox, &mut backoff, &mut shutdown).await;
+        outbox.flush().await;
+        relayed?;
 
         if let Err(error) = self.producer.flush(self.config.message_timeout) {
             tracing::warn!(%error, "flushing the producer at shutdown");
@@ -121,7 +117,8 @@ impl Relay {
 
     /// Publishes the first `batch` pending events, awaits every
     /// acknowledgement and checkpoints the acknowledged prefix (dropping it
-    /// from `pending`). One result per event of the batch.
+    /// from `pending`; the checkpoint is saved when due,
+    /// [`Outbox::acknowledged`]). One result per event of the batch.
     async fn deliver(&mut self, outbox: &mut Outbox, batch: usize) -> Vec<Result<(), KafkaError>> {
         let results = self.publish(outbox.pending.range(..batch)).await;
         let acked = results.iter().take_while(|r| r.is_ok()).count();
@@ -130,18 +127,9 @@ impl Relay {
         for out in outbox.pending.range(..acked) {
             self.stats.note_lag(out.event.recorded_at, true);
         }
-        if let Some(last) = outbox.pending.drain(..acked).next_back() {
-            let checkpoint = last.event.checkpoint();
-            match save_checkpoint(self.store.pool(), &self.config.checkpoint_name, checkpoint).await
-            {
-                Ok(()) => {
-                    outbox.saved = checkpoint;
-                    self.stats.set_checkpoint(checkpoint);
-                }
-                // The next batch saves a later checkpoint; until then a
-                // restart re-sends a little more.
-                Err(error) => tracing::warn!(%error, "cannot save the relay checkpoint"),
-            }
+        let last = outbox.pending.drain(..acked).next_back();
+        if let Some(checkpoint) = last.map(|out| out.event.checkpoint()) {
+            outbox.acknowledged(checkpoint).await;
         }
         results
     }
