@@ -43,6 +43,6 @@ pub use apply::{apply, catch_up, catch_up_skipping, skip, Applied};
 pub use build::{build, build_skipping, Skipped};
 pub use error::ProjectionError;
 pub use live::LiveBatch;
-pub use position::{has_position, position};
+pub use position::{applied_already, has_position, position};
 pub use projection::Projection;
 pub use rebuild::{Progress, Rebuild, RebuildError, RebuildReport};

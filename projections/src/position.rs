@@ -124,6 +124,58 @@ pub async fn position(pool: &PgPool, schema: &str) -> Result<i64, ProjectionErro
     Ok(position.unwrap_or(0))
 }
 
+/// Whether every event in `events` that `projection` consumes is applied
+/// in its live tables already (for the projectors: the local feed applies
+/// this process's writes ahead of their Kafka copies), read in one
+/// statement, outside any transaction. True for events it does not consume.
+///
+/// False whenever the projection is not `running`. That is what makes the
+/// answer safe without the projection's lock: a rebuild marks it
+/// `rebuilding` before it catches its fresh tables up under the exclusive
+/// lock and swaps them in, and its last catch-up may miss an event that a
+/// later relay read published and the old tables had (the local feed
+/// applies ahead of the gap-free order). Such an event must still be
+/// applied to the fresh tables, so while a rebuild runs the answer is
+/// false, and a batch goes the whole way, under the lock.
+pub async fn applied_already(
+    pool: &PgPool,
+    projection: Projection,
+    events: &[&RecordedEvent],
+) -> Result<bool, ProjectionError> {
+    let mut needed: std::collections::HashMap<&str, u64> = std::collections::HashMap::new();
+    for event in events
+        .iter()
+        .filter(|e| projection.consumes(&e.stream_type))
+    {
+        let version = needed.entry(event.stream_id.as_str()).or_default();
+        *version = (*version).max(event.version);
+    }
+    if needed.is_empty() {
+        return Ok(true);
+    }
+    let q = schema::quoted(&projection.live_schema())?;
+    let ids: Vec<&str> = needed.keys().copied().collect();
+    let stored: Vec<(String, i64)> = sqlx::query_as(&format!(
+        "SELECT stream_id, version FROM {q}.stream_positions
+          WHERE stream_id = ANY($1)
+            AND EXISTS (SELECT 1 FROM projection_status WHERE name = $2 AND status = $3)"
+    ))
+    .bind(&ids)
+    .bind(projection.name())
+    .bind(crate::status::Status::Running.as_str())
+    .fetch_all(pool)
+    .await?;
+    let applied = stored
+        .iter()
+        .filter(|(stream_id, version)| {
+            needed
+                .get(stream_id.as_str())
+                .is_some_and(|needed| to_u64(*version) >= *needed)
+        })
+        .count();
+    Ok(applied == needed.len())
+}
+
 /// A stored version as u64 (versions are positive; the table checks it).
 pub(crate) fn to_u64(version: i64) -> u64 {
     u64::try_from(version).unwrap_or(0)

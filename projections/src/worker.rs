@@ -27,7 +27,7 @@ use tracing::{Instrument, Span};
 
 use crate::live::LiveBatch;
 use crate::status::{self, OnError, Status};
-use crate::{Applied, Projection, ProjectionError};
+use crate::{applied_already, Applied, Projection, ProjectionError};
 
 /// Messages applied per Postgres transaction at most.
 const MAX_BATCH: usize = 256;
@@ -360,6 +360,11 @@ async fn apply_batch(
     let schema = projection.live_schema();
     let events: Vec<Result<RecordedEvent, Box<RecordedEvent>>> =
         batch.iter().map(envelope::decode).collect();
+    if let Some(duplicates) = passed_over(store, projection, &events).await? {
+        probe.batches.inc();
+        probe.duplicates.inc_by(duplicates);
+        return Ok(BatchOutcome::Done);
+    }
     let mut tx = store.pool().begin().await?;
     status::lock_shared(&mut tx, projection).await?;
     let streams = events
@@ -434,6 +439,32 @@ async fn apply_batch(
         }
     }
     Ok(outcome)
+}
+
+/// `Some(how many it consumes)` when the whole batch is applied already
+/// ([`applied_already`]: the local feed went ahead): one statement instead
+/// of a transaction. `None` when it has to go the whole way, as it does
+/// with any message that is not an event envelope.
+async fn passed_over(
+    store: &EventStore,
+    projection: Projection,
+    events: &[Result<RecordedEvent, Box<RecordedEvent>>],
+) -> Result<Option<u64>, ProjectionError> {
+    let Some(events) = events
+        .iter()
+        .map(|e| e.as_ref().ok())
+        .collect::<Option<Vec<&RecordedEvent>>>()
+    else {
+        return Ok(None);
+    };
+    if !applied_already(store.pool(), projection, &events).await? {
+        return Ok(None);
+    }
+    let consumed = events
+        .iter()
+        .filter(|e| projection.consumes(&e.stream_type))
+        .count();
+    Ok(Some(u64::try_from(consumed).unwrap_or(u64::MAX)))
 }
 
 /// The span of one consumed event: its trace (the Kafka `traceparent`

@@ -239,3 +239,45 @@ async fn has_position_means_the_event_and_every_earlier_one_of_its_stream_are_ap
             .unwrap()
     );
 }
+
+#[tokio::test]
+async fn a_batch_is_applied_already_only_when_all_its_streams_are_and_the_projection_runs() {
+    let w = World::new().await;
+    w.define("A", 250, "EUR").await;
+    let order_id = w.place("c", &["A"], 2).await;
+    w.confirm(order_id).await;
+    let events = order_events(&w, order_id).await;
+    let [placed, confirmed] = &events[..] else {
+        panic!("two order events, got {}", events.len());
+    };
+    let (orders, schema) = (Projection::Orders, Projection::Orders.live_schema());
+    let pool = &w.db.pool;
+    async fn applied_already(pool: &sqlx::PgPool, batch: Vec<&RecordedEvent>) -> bool {
+        projections::applied_already(pool, Projection::Orders, &batch)
+            .await
+            .unwrap()
+    }
+    let applied = |batch| applied_already(pool, batch);
+
+    // Nothing applied yet: no batch with an order event is.
+    assert!(!applied(vec![placed]).await);
+    // Once the first event is, a batch of it is, but not one with the next.
+    assert_eq!(w.apply(orders, &schema, placed).await, Applied::Applied);
+    assert!(applied(vec![placed]).await);
+    assert!(!applied(vec![placed, confirmed]).await);
+    assert_eq!(w.apply(orders, &schema, confirmed).await, Applied::Applied);
+    assert!(applied(vec![confirmed, placed]).await);
+    // Events of streams it does not read never need applying.
+    let product = w.stream("product-A").await;
+    assert!(!product.is_empty());
+    assert!(applied(product.iter().collect()).await);
+
+    // While a rebuild runs, nothing counts as applied: the fresh tables it
+    // swaps in may lack what the live ones have.
+    sqlx::query("UPDATE projection_status SET status = 'rebuilding' WHERE name = $1")
+        .bind(orders.name())
+        .execute(pool)
+        .await
+        .unwrap();
+    assert!(!applied(vec![placed]).await);
+}
