@@ -3,9 +3,10 @@
 //!
 //! After each commit of this process ([`EventStore::commit_signal`]) the
 //! feed reads the events appended since it last looked and applies them to
-//! the projections this process runs, each in one transaction, exactly as a
-//! projector applies a Kafka batch ([`LiveBatch`], under the projection's
-//! shared lock). The projectors stay the durable path: the copies they
+//! the projections this process runs, all in one transaction per round
+//! (each as a projector applies a Kafka batch: [`LiveBatch`], under the
+//! projection's shared lock). When that transaction fails, each projection
+//! is fed on its own, so one projection's trouble holds no other back. The projectors stay the durable path: the copies they
 //! receive later are duplicates ([`crate::Applied::Duplicate`]) and change
 //! nothing. The feed only ever goes ahead of them where that is safe, and
 //! leaves everything else to them:
@@ -88,11 +89,7 @@ pub async fn run_after(
             };
             let Some(last) = events.last() else { break };
             seen = last.global_position;
-            for (projection, probe) in &projections {
-                if let Err(error) = feed(&store, *projection, &events, probe).await {
-                    tracing::debug!(%projection, %error, "local feed: left to the projector");
-                }
-            }
+            feed_all(&store, &projections, &events).await;
             if events.len() < usize::try_from(PAGE).unwrap_or(usize::MAX) {
                 break;
             }
@@ -102,6 +99,66 @@ pub async fn run_after(
             () = &mut shutdown => return,
         }
     }
+}
+
+/// Applies `events` to every projection of `projections` in one
+/// transaction ([`feed_together`]). When that fails (an event that does not
+/// fit one of them, a new stream claimed concurrently), each projection is
+/// fed on its own ([`feed`]), so that one projection's trouble leaves the
+/// others current; what still fails is left to the projectors.
+async fn feed_all(
+    store: &EventStore,
+    projections: &[(Projection, Arc<ProjectorProbe>)],
+    events: &[RecordedEvent],
+) {
+    let Err(error) = feed_together(store, projections, events).await else {
+        return;
+    };
+    tracing::debug!(%error, "local feed: feeding each projection on its own");
+    for (projection, probe) in projections {
+        if let Err(error) = feed(store, *projection, events, probe).await {
+            tracing::debug!(%projection, %error, "local feed: left to the projector");
+        }
+    }
+}
+
+/// Applies those of `events` that each of `projections` consumes and has
+/// not applied, to all of them in one transaction (one lock statement, one
+/// status read, one commit for the round); projections that are not
+/// running are passed over. All or nothing: an error rolls every
+/// projection back.
+async fn feed_together(
+    store: &EventStore,
+    projections: &[(Projection, Arc<ProjectorProbe>)],
+    events: &[RecordedEvent],
+) -> Result<(), ProjectionError> {
+    let busy: Vec<(Projection, &ProjectorProbe, Vec<&RecordedEvent>)> = projections
+        .iter()
+        .map(|(projection, probe)| (*projection, &**probe, consumed(*projection, events)))
+        .filter(|(_, _, mine)| !mine.is_empty())
+        .collect();
+    if busy.is_empty() {
+        return Ok(());
+    }
+    let names: Vec<Projection> = busy.iter().map(|(projection, _, _)| *projection).collect();
+    let mut tx = store.pool().begin().await?;
+    status::lock_shared_all(&mut tx, &names).await?;
+    let running = status::running_in(&mut tx, &names).await?;
+    let mut counts = Vec::with_capacity(busy.len());
+    for (projection, probe, mine) in busy {
+        if running.contains(&projection) {
+            counts.push((probe, apply_mine(&mut tx, projection, mine).await?));
+        }
+    }
+    if counts.iter().all(|(_, applied)| *applied == 0) {
+        return Ok(());
+    }
+    tx.commit().await?;
+    for (probe, applied) in counts.into_iter().filter(|(_, applied)| *applied > 0) {
+        probe.batches.inc();
+        probe.applied.inc_by(applied);
+    }
+    Ok(())
 }
 
 /// Applies those of `events` that `projection` consumes and has not
@@ -115,21 +172,44 @@ pub async fn feed(
     events: &[RecordedEvent],
     probe: &ProjectorProbe,
 ) -> Result<u64, ProjectionError> {
-    let mine: Vec<&RecordedEvent> = events
-        .iter()
-        .filter(|e| projection.consumes(&e.stream_type))
-        .collect();
+    let mine = consumed(projection, events);
     if mine.is_empty() {
         return Ok(0);
     }
-    let schema = projection.live_schema();
     let mut tx = store.pool().begin().await?;
     status::lock_shared(&mut tx, projection).await?;
     if status::status_in(&mut tx, projection).await? != Status::Running {
         return Ok(0);
     }
+    let applied = apply_mine(&mut tx, projection, mine).await?;
+    if applied == 0 {
+        return Ok(0);
+    }
+    tx.commit().await?;
+    probe.batches.inc();
+    probe.applied.inc_by(applied);
+    Ok(applied)
+}
+
+/// Those of `events` that `projection` consumes.
+fn consumed(projection: Projection, events: &[RecordedEvent]) -> Vec<&RecordedEvent> {
+    events
+        .iter()
+        .filter(|e| projection.consumes(&e.stream_type))
+        .collect()
+}
+
+/// Applies `mine` (events `projection` consumes) in the caller's
+/// transaction, under the projection's lock, as one [`LiveBatch`]; how many
+/// it applied (nothing is written when none).
+async fn apply_mine(
+    tx: &mut sqlx::PgConnection,
+    projection: Projection,
+    mine: Vec<&RecordedEvent>,
+) -> Result<u64, ProjectionError> {
+    let schema = projection.live_schema();
     let streams = mine.iter().map(|e| e.stream_id.as_str());
-    let mut live = LiveBatch::begin(&mut tx, projection, &schema, streams).await?;
+    let mut live = LiveBatch::begin(&mut *tx, projection, &schema, streams).await?;
     let mut applied = 0u64;
     for event in mine {
         // As a projector's: the event's trace goes on with its application.
@@ -140,17 +220,13 @@ pub async fn feed(
             .and_then(|c| c.as_str())
             .unwrap_or_default();
         let span = projection_span(projection, event, trace, correlation_id);
-        if live.apply(&mut tx, event).instrument(span.clone()).await? == Applied::Applied {
+        if live.apply(&mut *tx, event).instrument(span.clone()).await? == Applied::Applied {
             applied += 1;
             span.in_scope(|| tracing::debug!(event_type = %event.event_type, "applied"));
         }
     }
-    if applied == 0 {
-        return Ok(0);
+    if applied > 0 {
+        live.finish(&mut *tx).await?;
     }
-    live.finish(&mut tx).await?;
-    tx.commit().await?;
-    probe.batches.inc();
-    probe.applied.inc_by(applied);
     Ok(applied)
 }

@@ -433,6 +433,45 @@ pub(crate) async fn lock_shared(
     Ok(())
 }
 
+/// Takes the locks of `projections` shared (in one statement, in key
+/// order) until the caller's transaction ends.
+pub(crate) async fn lock_shared_all(
+    conn: &mut PgConnection,
+    projections: &[Projection],
+) -> Result<(), ProjectionError> {
+    let mut keys: Vec<String> = projections.iter().map(|p| lock_key(*p)).collect();
+    keys.sort_unstable();
+    sqlx::query(
+        "SELECT pg_advisory_xact_lock_shared(hashtextextended(k, 0))
+           FROM unnest($1::text[]) WITH ORDINALITY AS t(k, n) ORDER BY n",
+    )
+    .bind(&keys)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Those of `projections` whose status is `running`, read in the caller's
+/// transaction.
+pub(crate) async fn running_in(
+    conn: &mut PgConnection,
+    projections: &[Projection],
+) -> Result<Vec<Projection>, ProjectionError> {
+    let names: Vec<&str> = projections.iter().map(|p| p.name()).collect();
+    let running: Vec<String> = sqlx::query_scalar(
+        "SELECT name FROM projection_status WHERE name = ANY($1) AND status = $2",
+    )
+    .bind(&names)
+    .bind(Status::Running.as_str())
+    .fetch_all(conn)
+    .await?;
+    Ok(projections
+        .iter()
+        .copied()
+        .filter(|p| running.iter().any(|name| name == p.name()))
+        .collect())
+}
+
 /// Takes `projection`'s lock exclusively until the caller's transaction ends.
 pub(crate) async fn lock_exclusive(
     conn: &mut PgConnection,

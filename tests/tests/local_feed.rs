@@ -219,3 +219,53 @@ async fn the_feed_and_a_projector_applying_at_once_apply_each_event_once() {
         assert_eq!(version, if i % 2 == 0 { 2 } else { 1 });
     }
 }
+
+#[tokio::test]
+async fn an_event_that_does_not_fit_one_projection_leaves_the_others_fed() {
+    let app = TestApp::spawn().await;
+    app.given_product("L-5", 100, 10).await;
+    // Given the feed for two projections of the order streams, which a
+    // round feeds in one transaction,
+    let (orders, sales) = (Arc::default(), Arc::<ProjectorProbe>::default());
+    let head = eventstore::head_position(&app.db.pool).await.unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let feed = tokio::spawn(local::run_after(
+        app.state.store.clone(),
+        vec![
+            (Projection::Orders, Arc::clone(&orders)),
+            (Projection::Sales, Arc::clone(&sales)),
+        ],
+        head,
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    let order = place(&app, "L-5").await;
+    eventually(
+        Duration::from_secs(10),
+        "the placement fed to both",
+        || async { orders.applied.get() == 1 && sales.applied.get() == 1 },
+    )
+    .await;
+    // when the order's row goes missing from one (its position stays, so
+    // the cancellation no longer fits there),
+    sqlx::query("DELETE FROM rm_orders.orders WHERE order_id = $1")
+        .bind(order)
+        .execute(&app.db.pool)
+        .await
+        .unwrap();
+    cancel(&app, order).await;
+
+    // then the other projection still gets the cancellation, and the one it
+    // does not fit is left to its projector.
+    eventually(
+        Duration::from_secs(10),
+        "the cancellation fed to sales",
+        || async { sales.applied.get() == 2 },
+    )
+    .await;
+    assert_eq!(orders.applied.get(), 1);
+    assert_eq!(status_of(&app, order).await, None);
+    let _ = stop.send(());
+    feed.await.unwrap();
+}
