@@ -67,22 +67,26 @@ pub(crate) struct Tail {
     pub(crate) held_back: bool,
 }
 
-/// [`read_all`], saying whether committed events were held back: the same
-/// index scan without the horizon filter, cut at the first event past the
-/// horizon (they all come after the readable ones in (transaction id,
-/// position) order).
+/// [`read_all`], saying whether committed events were held back: the
+/// readable events, and at most one beyond the horizon, in one statement.
 pub(crate) async fn read_tail<'e>(
     db: impl PgExecutor<'e>,
     after: Checkpoint,
     limit: i64,
 ) -> Result<Tail, StoreError> {
     let rows = sqlx::query(&format!(
-        "SELECT {COLUMNS}, tx_id >= h.horizon AS held_back
-           FROM events,
-                (SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS horizon) h
-          WHERE (tx_id, position) > ($1, $2)
-          ORDER BY tx_id, position
-          LIMIT $3"
+        "WITH h AS MATERIALIZED
+              (SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS horizon)
+         SELECT * FROM (
+             (SELECT {COLUMNS}, false AS held_back FROM events, h
+               WHERE (tx_id, position) > ($1, $2) AND tx_id < h.horizon
+               ORDER BY tx_id, position LIMIT $3)
+             UNION ALL
+             (SELECT {COLUMNS}, true FROM events, h
+               WHERE (tx_id, position) > ($1, $2) AND tx_id >= h.horizon
+               ORDER BY tx_id, position LIMIT 1)
+         ) t
+         ORDER BY held_back, tx_id, position"
     ))
     .bind(after.tx_id)
     .bind(after.position)

@@ -12,7 +12,8 @@ use crate::read;
 use crate::store::{EventStore, NOTIFY_CHANNEL};
 
 /// How soon a tail reads again when committed events were held back by an
-/// older transaction still running (at most its poll interval).
+/// older transaction still running; the wait doubles while they stay held,
+/// up to the poll interval.
 const HELD_BACK_RETRY: Duration = Duration::from_millis(2);
 use crate::StoreError;
 
@@ -71,6 +72,8 @@ async fn tail(
             None
         }
     };
+    // How long the last wait for held-back events was (zero: none held).
+    let mut held = Duration::ZERO;
     loop {
         // Mark the signal seen before reading, so a commit during the read wakes us again.
         local.borrow_and_update();
@@ -85,8 +88,11 @@ async fn tail(
         // Events held back by an older transaction: read again soon, since
         // that transaction may not be an append that announces its end.
         let (wait, origin) = if read.held_back {
-            (options.poll_interval.min(HELD_BACK_RETRY), None)
+            // Twice as long each time they are still held back.
+            held = (held * 2).max(HELD_BACK_RETRY).min(options.poll_interval);
+            (held, None)
         } else {
+            held = Duration::ZERO;
             (options.poll_interval, Some(&*store.origin))
         };
         for event in read.events {

@@ -331,3 +331,38 @@ async fn a_subscriber_wakes_for_commits_of_its_own_store_and_of_another_process(
         assert_eq!(event.unwrap().unwrap().stream_id, ours);
     }
 }
+
+#[tokio::test]
+async fn an_event_held_back_by_a_transaction_that_announces_nothing_still_arrives() {
+    // Given a subscriber whose polling is an hour away,
+    let db = TestDb::new().await;
+    let store = db.store();
+    let options = SubscribeOptions {
+        batch_size: 100,
+        poll_interval: Duration::from_secs(3600),
+    };
+    let subscription = store.subscribe_all(Checkpoint::START, options);
+    let mut subscription = std::pin::pin!(subscription);
+    // and an older transaction, not an append, still running,
+    let mut holder = db.pool.begin().await.unwrap();
+    sqlx::query("SELECT pg_current_xact_id()")
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    // when an event commits behind it (held back: not yet readable in the
+    // gap-free order) and the holder then ends without a word,
+    store
+        .append("held", ExpectedVersion::Any, &one("held"), &json!({}))
+        .await
+        .unwrap();
+    let early = tokio::time::timeout(Duration::from_millis(200), subscription.next()).await;
+    assert!(
+        early.is_err(),
+        "an event arrived while an older transaction ran"
+    );
+    holder.commit().await.unwrap();
+    // then the subscriber still gets the event.
+    let next = tokio::time::timeout(Duration::from_secs(30), subscription.next()).await;
+    let event = next.expect("a held-back event never arrived");
+    assert_eq!(event.unwrap().unwrap().stream_id, "held");
+}
