@@ -106,23 +106,27 @@ pub(crate) async fn read_tail<'e>(
     })
 }
 
-/// Up to `limit` committed events with a position above `position`, in
-/// position order. Not gap-free: a transaction still running may commit
-/// later with a lower position, which a later call above this page's last
-/// position never returns. For readers that only go ahead of a gap-free
-/// one and tolerate a missed event (the projections' local feed); tail the
-/// store with [`read_all`] otherwise.
-#[tracing::instrument(skip(db))]
+/// Up to `limit` committed events with a position above `position`, or
+/// one of the positions in `also`, in position order. Not gap-free: a
+/// transaction still running may commit later with a lower position, which
+/// a later call above this page's last position never returns unless the
+/// caller passes it in `also` (the holes it saw). For readers that only go
+/// ahead of a gap-free one and tolerate a missed event (the projections'
+/// local feed); tail the store with [`read_all`] otherwise.
+#[tracing::instrument(skip(db, also))]
 pub async fn read_after_position<'e>(
     db: impl PgExecutor<'e>,
     position: i64,
+    also: &[i64],
     limit: i64,
 ) -> Result<Vec<RecordedEvent>, StoreError> {
     let rows = sqlx::query(&format!(
-        "SELECT {COLUMNS} FROM events WHERE position > $1 ORDER BY position LIMIT $2"
+        "SELECT {COLUMNS} FROM events WHERE position > $1 OR position = ANY($3)
+          ORDER BY position LIMIT $2"
     ))
     .bind(position)
     .bind(limit.max(0))
+    .bind(also)
     .fetch_all(db)
     .await?;
     rows.iter().map(decode).collect()

@@ -16,9 +16,10 @@
 //!   from the store and applies them first, so "has position N" keeps its
 //!   meaning;
 //! - the feed reads by position, not gap-free: an event whose transaction
-//!   commits late with a lower position may not be seen here (the
-//!   projector applies it, or the feed does when the stream's next event
-//!   comes);
+//!   commits late with a lower position is looked for again for two
+//!   seconds (its position is a hole the feed read past, [`Holes`]); after
+//!   that the projector applies it, or the feed does when the stream's next
+//!   event comes;
 //! - a projection that is not `running` (halted on a poison event, or
 //!   being rebuilt) is not touched, and an event that does not decode or
 //!   fit rolls the feed's transaction back, for the projector to dead-letter
@@ -26,9 +27,11 @@
 //! - a stream new to the read model that a projector claims first
 //!   ([`ProjectionError::Contended`]) rolls back too.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::pin;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use eventstore::trace::TraceParent;
 use eventstore::{EventStore, RecordedEvent};
@@ -78,17 +81,25 @@ pub async fn run_after(
     let mut shutdown = pin!(shutdown.fuse());
     let mut commits = store.commit_signal();
     let mut seen = after;
+    let mut holes = Holes::default();
     loop {
         loop {
-            let events = match eventstore::read_after_position(store.pool(), seen, PAGE).await {
+            holes.expire(Instant::now());
+            let also = holes.positions();
+            let read = eventstore::read_after_position(store.pool(), seen, &also, PAGE).await;
+            let events = match read {
                 Ok(events) => events,
                 Err(error) => {
                     tracing::debug!(%error, "local feed: reading new events");
                     break;
                 }
             };
-            let Some(last) = events.last() else { break };
-            seen = last.global_position;
+            if events.is_empty() {
+                break;
+            }
+            for event in &events {
+                holes.note(&mut seen, event.global_position, Instant::now());
+            }
             feed_all(&store, &projections, &events).await;
             if events.len() < usize::try_from(PAGE).unwrap_or(usize::MAX) {
                 break;
@@ -98,6 +109,50 @@ pub async fn run_after(
             changed = commits.changed() => if changed.is_err() { return },
             () = &mut shutdown => return,
         }
+    }
+}
+
+/// How long the feed looks for an event at a position it read past.
+const HOLE_PATIENCE: Duration = Duration::from_secs(2);
+
+/// The most positions it looks for at once.
+const MAX_HOLES: usize = 1000;
+
+/// Positions the feed read past that had no committed event yet: an append
+/// still running took them (it commits later, with a lower position than
+/// events already read) or one rolled back (never filled). Each read looks
+/// for them again, for [`HOLE_PATIENCE`] and at most [`MAX_HOLES`] at once;
+/// the projectors have whatever the feed gives up on.
+#[derive(Debug, Default)]
+struct Holes {
+    since: BTreeMap<i64, Instant>,
+}
+
+impl Holes {
+    /// An event at `position` was read: it fills a hole, or it moves `seen`
+    /// up to it, with the positions in between as new holes.
+    fn note(&mut self, seen: &mut i64, position: i64, now: Instant) {
+        if self.since.remove(&position).is_some() || position <= *seen {
+            return;
+        }
+        for hole in (*seen + 1)..position {
+            if self.since.len() >= MAX_HOLES {
+                break;
+            }
+            self.since.insert(hole, now);
+        }
+        *seen = position;
+    }
+
+    /// Gives up on the holes older than [`HOLE_PATIENCE`].
+    fn expire(&mut self, now: Instant) {
+        self.since
+            .retain(|_, since| now.duration_since(*since) < HOLE_PATIENCE);
+    }
+
+    /// The positions looked for.
+    fn positions(&self) -> Vec<i64> {
+        self.since.keys().copied().collect()
     }
 }
 
@@ -229,4 +284,33 @@ async fn apply_mine(
         live.finish(&mut *tx).await?;
     }
     Ok(applied)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn positions_read_past_are_looked_for_until_filled_or_given_up() {
+        let start = Instant::now();
+        let mut holes = Holes::default();
+        let mut seen = 10;
+        // 11 and 13 read: 12 is a hole.
+        holes.note(&mut seen, 11, start);
+        holes.note(&mut seen, 13, start);
+        assert_eq!((seen, holes.positions()), (13, vec![12]));
+        // 12 commits late and is read: no hole left, seen stays.
+        holes.note(&mut seen, 12, start);
+        assert_eq!((seen, holes.positions()), (13, vec![]));
+        // 14 to 16 skipped by 17 are given up on after the patience.
+        holes.note(&mut seen, 17, start);
+        assert_eq!(holes.positions(), vec![14, 15, 16]);
+        holes.expire(start + HOLE_PATIENCE / 2);
+        assert_eq!(holes.positions(), vec![14, 15, 16]);
+        holes.expire(start + HOLE_PATIENCE);
+        assert_eq!(holes.positions(), Vec::<i64>::new());
+        // A jump past many positions keeps at most MAX_HOLES of them.
+        holes.note(&mut seen, 17 + 10 * MAX_HOLES as i64, start);
+        assert_eq!(holes.positions().len(), MAX_HOLES);
+    }
 }

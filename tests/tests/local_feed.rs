@@ -269,3 +269,51 @@ async fn an_event_that_does_not_fit_one_projection_leaves_the_others_fed() {
     let _ = stop.send(());
     feed.await.unwrap();
 }
+
+#[tokio::test]
+async fn an_append_that_commits_after_a_later_one_was_fed_is_still_fed() {
+    let app = TestApp::spawn().await;
+    app.given_product("L-6", 100, 10).await;
+    let feed = Feed::start(&app).await;
+    let first = place(&app, "L-6").await;
+    eventually(Duration::from_secs(10), "the first order fed", || async {
+        status_of(&app, first).await.as_deref() == Some("placed")
+    })
+    .await;
+    // Given an order placed in a transaction that takes its position now
+    // and commits later (the first order's placement, under a new id),
+    let stream = format!("order-{first}");
+    let placed = eventstore::read_stream(&app.db.pool, &stream, 1, 1)
+        .await
+        .unwrap();
+    let late = Uuid::new_v4();
+    let mut data = placed[0].data.clone();
+    data["order_id"] = json!(late);
+    let event = eventstore::NewEvent::new(&placed[0].event_type, placed[0].schema_version, data);
+    let mut tx = app.db.pool.begin().await.unwrap();
+    eventstore::append_in(
+        &mut tx,
+        &format!("order-{late}"),
+        eventstore::ExpectedVersion::NoStream,
+        &[event],
+        &json!({}),
+    )
+    .await
+    .unwrap();
+    // when an order placed after it, with a higher position, is fed first
+    let second = place(&app, "L-6").await;
+    eventually(Duration::from_secs(10), "the second order fed", || async {
+        status_of(&app, second).await.as_deref() == Some("placed")
+    })
+    .await;
+    // and the late transaction then commits,
+    tx.commit().await.unwrap();
+    app.state.store.committed();
+
+    // then the feed applies it too: it looked for the position it read past.
+    eventually(Duration::from_secs(10), "the late order fed", || async {
+        status_of(&app, late).await.as_deref() == Some("placed")
+    })
+    .await;
+    feed.stop().await;
+}
