@@ -6,8 +6,9 @@
 //! the projections this process runs, all in one transaction per round
 //! (each as a projector applies a Kafka batch: [`LiveBatch`], under the
 //! projection's shared lock). When that transaction fails, each projection
-//! is fed on its own, so one projection's trouble holds no other back. The projectors stay the durable path: the copies they
-//! receive later are duplicates ([`crate::Applied::Duplicate`]) and change
+//! is fed on its own, so one projection's trouble holds no other back. The
+//! projectors stay the durable path: the copies they receive later are
+//! duplicates ([`crate::Applied::Duplicate`]) and change
 //! nothing. The feed only ever goes ahead of them where that is safe, and
 //! leaves everything else to them:
 //!
@@ -39,7 +40,7 @@ use futures::FutureExt;
 use tracing::Instrument;
 
 use crate::live::LiveBatch;
-use crate::status::{self, Status};
+use crate::status;
 use crate::worker::{projection_span, ProjectorProbe};
 use crate::{Applied, Projection, ProjectionError};
 
@@ -159,61 +160,26 @@ impl Holes {
 /// Applies `events` to every projection of `projections` in one
 /// transaction ([`feed_together`]). When that fails (an event that does not
 /// fit one of them, a new stream claimed concurrently), each projection is
-/// fed on its own ([`feed`]), so that one projection's trouble leaves the
-/// others current; what still fails is left to the projectors.
+/// fed on its own, so that one projection's trouble leaves the others
+/// current; what still fails is left to the projectors.
 async fn feed_all(
     store: &EventStore,
     projections: &[(Projection, Arc<ProjectorProbe>)],
     events: &[RecordedEvent],
 ) {
-    let Err(error) = feed_together(store, projections, events).await else {
+    let all: Vec<(Projection, &ProjectorProbe)> = projections
+        .iter()
+        .map(|(projection, probe)| (*projection, &**probe))
+        .collect();
+    let Err(error) = feed_together(store, &all, events).await else {
         return;
     };
     tracing::debug!(%error, "local feed: feeding each projection on its own");
-    for (projection, probe) in projections {
-        if let Err(error) = feed(store, *projection, events, probe).await {
-            tracing::debug!(%projection, %error, "local feed: left to the projector");
+    for one in &all {
+        if let Err(error) = feed_together(store, std::slice::from_ref(one), events).await {
+            tracing::debug!(projection = %one.0, %error, "local feed: left to the projector");
         }
     }
-}
-
-/// Applies those of `events` that each of `projections` consumes and has
-/// not applied, to all of them in one transaction (one lock statement, one
-/// status read, one commit for the round); projections that are not
-/// running are passed over. All or nothing: an error rolls every
-/// projection back.
-async fn feed_together(
-    store: &EventStore,
-    projections: &[(Projection, Arc<ProjectorProbe>)],
-    events: &[RecordedEvent],
-) -> Result<(), ProjectionError> {
-    let busy: Vec<(Projection, &ProjectorProbe, Vec<&RecordedEvent>)> = projections
-        .iter()
-        .map(|(projection, probe)| (*projection, &**probe, consumed(*projection, events)))
-        .filter(|(_, _, mine)| !mine.is_empty())
-        .collect();
-    if busy.is_empty() {
-        return Ok(());
-    }
-    let names: Vec<Projection> = busy.iter().map(|(projection, _, _)| *projection).collect();
-    let mut tx = store.pool().begin().await?;
-    status::lock_shared_all(&mut tx, &names).await?;
-    let running = status::running_in(&mut tx, &names).await?;
-    let mut counts = Vec::with_capacity(busy.len());
-    for (projection, probe, mine) in busy {
-        if running.contains(&projection) {
-            counts.push((probe, apply_mine(&mut tx, projection, mine).await?));
-        }
-    }
-    if counts.iter().all(|(_, applied)| *applied == 0) {
-        return Ok(());
-    }
-    tx.commit().await?;
-    for (probe, applied) in counts.into_iter().filter(|(_, applied)| *applied > 0) {
-        probe.batches.inc();
-        probe.applied.inc_by(applied);
-    }
-    Ok(())
 }
 
 /// Applies those of `events` that `projection` consumes and has not
@@ -227,23 +193,47 @@ pub async fn feed(
     events: &[RecordedEvent],
     probe: &ProjectorProbe,
 ) -> Result<u64, ProjectionError> {
-    let mine = consumed(projection, events);
-    if mine.is_empty() {
+    feed_together(store, &[(projection, probe)], events).await
+}
+
+/// Applies those of `events` that each of `projections` consumes and has
+/// not applied, to all of them in one transaction (one lock statement, one
+/// status read, one commit); projections that are not running are passed
+/// over. How many events it applied in all. All or nothing: an error rolls
+/// every projection back.
+async fn feed_together(
+    store: &EventStore,
+    projections: &[(Projection, &ProjectorProbe)],
+    events: &[RecordedEvent],
+) -> Result<u64, ProjectionError> {
+    let busy: Vec<(Projection, &ProjectorProbe, Vec<&RecordedEvent>)> = projections
+        .iter()
+        .map(|(projection, probe)| (*projection, *probe, consumed(*projection, events)))
+        .filter(|(_, _, mine)| !mine.is_empty())
+        .collect();
+    if busy.is_empty() {
         return Ok(0);
     }
+    let names: Vec<Projection> = busy.iter().map(|(projection, _, _)| *projection).collect();
     let mut tx = store.pool().begin().await?;
-    status::lock_shared(&mut tx, projection).await?;
-    if status::status_in(&mut tx, projection).await? != Status::Running {
-        return Ok(0);
+    status::lock_shared_all(&mut tx, &names).await?;
+    let running = status::running_in(&mut tx, &names).await?;
+    let mut counts = Vec::with_capacity(busy.len());
+    for (projection, probe, mine) in busy {
+        if running.contains(&projection) {
+            counts.push((probe, apply_mine(&mut tx, projection, mine).await?));
+        }
     }
-    let applied = apply_mine(&mut tx, projection, mine).await?;
-    if applied == 0 {
+    let total: u64 = counts.iter().map(|(_, applied)| applied).sum();
+    if total == 0 {
         return Ok(0);
     }
     tx.commit().await?;
-    probe.batches.inc();
-    probe.applied.inc_by(applied);
-    Ok(applied)
+    for (probe, applied) in counts.into_iter().filter(|(_, applied)| *applied > 0) {
+        probe.batches.inc();
+        probe.applied.inc_by(applied);
+    }
+    Ok(total)
 }
 
 /// Those of `events` that `projection` consumes.
