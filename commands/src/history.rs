@@ -2,7 +2,9 @@
 //! folded from its stored events (upcast as any load upcasts them).
 
 use chrono::{DateTime, Utc};
-use domain::{Aggregate, DomainEvent, Inventory, Order, Payment, Product, Saga, Shipment};
+use domain::{
+    Aggregate, DomainEvent, Inventory, Order, Payment, Product, Saga, Shipment, StreamKind,
+};
 use eventstore::{EventStore, RecordedEvent, StoreError};
 use serde_json::Value;
 
@@ -64,13 +66,10 @@ pub async fn state_at(
     stream_id: &str,
     at: At,
 ) -> Result<PastState, HistoryError> {
-    let stream_type = eventstore::stream_type(stream_id).to_owned();
-    if !matches!(
-        stream_type.as_str(),
-        "order" | "inventory" | "product" | "payment" | "shipment" | "saga"
-    ) {
+    let Some(kind) = StreamKind::of(stream_id) else {
+        let stream_type = eventstore::stream_type(stream_id).to_owned();
         return Err(HistoryError::UnknownType(stream_type));
-    }
+    };
     let events = match at {
         At::Time(time) => {
             let events =
@@ -108,13 +107,13 @@ pub async fn state_at(
         });
     };
     let version = last.version;
-    let state = match stream_type.as_str() {
-        "order" => fold::<Order>(&events)?,
-        "inventory" => fold::<Inventory>(&events)?,
-        "product" => fold::<Product>(&events)?,
-        "payment" => fold::<Payment>(&events)?,
-        "shipment" => fold::<Shipment>(&events)?,
-        _ => fold::<Saga>(&events)?,
+    let state = match kind {
+        StreamKind::Order => fold::<Order>(&events)?,
+        StreamKind::Inventory => fold::<Inventory>(&events)?,
+        StreamKind::Product => fold::<Product>(&events)?,
+        StreamKind::Payment => fold::<Payment>(&events)?,
+        StreamKind::Shipment => fold::<Shipment>(&events)?,
+        StreamKind::Saga => fold::<Saga>(&events)?,
     };
     Ok(PastState {
         version,
@@ -149,4 +148,21 @@ fn fold<A: Aggregate>(events: &[RecordedEvent]) -> Result<Value, HistoryError> {
         version: 0,
         message: e.to_string(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use domain::StreamKind;
+    use eventstore::kafka::topics::{topic_for, AGGREGATES};
+
+    #[test]
+    fn every_stream_kind_has_a_topic_the_relay_creates_at_start() {
+        let created: Vec<String> = AGGREGATES.iter().map(|a| topic_for("p", a)).collect();
+        for kind in StreamKind::ALL {
+            assert!(
+                created.contains(&topic_for("p", kind.as_str())),
+                "no topic created at start for {kind} streams"
+            );
+        }
+    }
 }

@@ -2,7 +2,7 @@
 
 use serde::{de::DeserializeOwned, Serialize};
 
-use crate::{DomainError, DomainEvent};
+use crate::{DomainError, DomainEvent, StreamKind};
 
 /// A consistency boundary whose state is the fold of its own event stream.
 ///
@@ -13,9 +13,9 @@ use crate::{DomainError, DomainEvent};
 pub trait Aggregate:
     Default + Clone + Serialize + DeserializeOwned + Send + Sync + 'static
 {
-    /// Stream type: "product", "inventory", "order", "payment", "shipment".
-    /// Stream ids are `"<KIND>-<id>"` (see [`stream_id`]).
-    const KIND: &'static str;
+    /// The kind of this aggregate's streams; stream ids are `"<KIND>-<id>"`
+    /// (see [`stream_id`]).
+    const KIND: StreamKind;
     /// What callers ask this aggregate to do.
     type Command: Clone + Send + Sync + 'static;
     /// What this aggregate records.
@@ -39,5 +39,5 @@ pub trait Aggregate:
 /// The stream id of aggregate `A` with id `id`: `"<A::KIND>-<id>"`, e.g.
 /// `stream_id::<Order>(order_id)` is `"order-<uuid>"`.
 pub fn stream_id<A: Aggregate>(id: impl std::fmt::Display) -> String {
-    format!("{}-{id}", A::KIND)
+    format!("{}-{id}", A::KIND.as_str())
 }

@@ -198,7 +198,7 @@ impl Inventory {
 }
 
 impl Aggregate for Inventory {
-    const KIND: &'static str = "inventory";
+    const KIND: crate::StreamKind = crate::StreamKind::Inventory;
     type Command = InventoryCommand;
     type Event = InventoryEvent;
 

@@ -15,6 +15,7 @@ mod aggregate;
 mod error;
 mod event;
 pub mod inventory;
+mod kind;
 pub mod order;
 pub mod payment;
 pub mod product;
@@ -29,6 +30,7 @@ pub use aggregate::{stream_id, Aggregate};
 pub use error::{DomainError, FieldError};
 pub use event::{DomainEvent, EventDecodeError};
 pub use inventory::{Inventory, InventoryCommand, InventoryEvent};
+pub use kind::StreamKind;
 pub use order::{
     CancelReason, Order, OrderCommand, OrderEvent, OrderLine, OrderStatus, PricedLine,
 };

@@ -241,7 +241,7 @@ impl Payment {
 }
 
 impl Aggregate for Payment {
-    const KIND: &'static str = "payment";
+    const KIND: crate::StreamKind = crate::StreamKind::Payment;
     type Command = PaymentCommand;
     type Event = PaymentEvent;
 

@@ -94,7 +94,7 @@ pub struct Product {
 }
 
 impl Aggregate for Product {
-    const KIND: &'static str = "product";
+    const KIND: crate::StreamKind = crate::StreamKind::Product;
     type Command = ProductCommand;
     type Event = ProductEvent;
 

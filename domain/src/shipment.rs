@@ -228,7 +228,7 @@ impl Shipment {
 }
 
 impl Aggregate for Shipment {
-    const KIND: &'static str = "shipment";
+    const KIND: crate::StreamKind = crate::StreamKind::Shipment;
     type Command = ShipmentCommand;
     type Event = ShipmentEvent;
 

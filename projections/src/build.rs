@@ -98,7 +98,7 @@ async fn read_ahead(
     let types: Vec<String> = projection
         .stream_types()
         .iter()
-        .map(|t| (*t).to_owned())
+        .map(|t| t.as_str().to_owned())
         .collect();
     loop {
         let batch = read_batch(store.pool(), &types, from, READ_BATCH).await;

@@ -1,7 +1,7 @@
 //! A consumed event decoded into its domain type, with where it sits.
 
 use chrono::{DateTime, Utc};
-use domain::{DomainEvent, EventDecodeError, InventoryEvent, OrderEvent, ProductEvent};
+use domain::{DomainEvent, EventDecodeError, InventoryEvent, OrderEvent, ProductEvent, StreamKind};
 use eventstore::RecordedEvent;
 use serde_json::Value;
 
@@ -48,15 +48,17 @@ pub(crate) fn decode_parts(
     schema_version: u32,
     data: Value,
 ) -> Option<Result<Decoded, EventDecodeError>> {
-    Some(match stream_type {
-        "order" => OrderEvent::from_stored(event_type, schema_version, data).map(Decoded::Order),
-        "inventory" => {
+    Some(match StreamKind::parse(stream_type)? {
+        StreamKind::Order => {
+            OrderEvent::from_stored(event_type, schema_version, data).map(Decoded::Order)
+        }
+        StreamKind::Inventory => {
             InventoryEvent::from_stored(event_type, schema_version, data).map(Decoded::Stock)
         }
-        "product" => {
+        StreamKind::Product => {
             ProductEvent::from_stored(event_type, schema_version, data).map(Decoded::Product)
         }
-        _ => return None,
+        StreamKind::Payment | StreamKind::Shipment | StreamKind::Saga => return None,
     })
 }
 

@@ -1,5 +1,7 @@
 //! The four projections, their names and the streams they consume.
 
+use domain::StreamKind;
+
 /// A read model kept up to date from the event store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Projection {
@@ -45,17 +47,17 @@ impl Projection {
 
     /// The stream types (the `<type>` of `<type>-<id>`) whose events change
     /// this read model; events of other streams are ignored.
-    pub fn stream_types(self) -> &'static [&'static str] {
+    pub fn stream_types(self) -> &'static [StreamKind] {
         match self {
-            Projection::Orders | Projection::Sales => &["order"],
-            Projection::Inventory => &["inventory"],
-            Projection::Catalog => &["product"],
+            Projection::Orders | Projection::Sales => &[StreamKind::Order],
+            Projection::Inventory => &[StreamKind::Inventory],
+            Projection::Catalog => &[StreamKind::Product],
         }
     }
 
     /// Whether events of streams of `stream_type` change this read model.
     pub fn consumes(self, stream_type: &str) -> bool {
-        self.stream_types().contains(&stream_type)
+        self.stream_types().iter().any(|kind| *kind == stream_type)
     }
 }
 

@@ -272,7 +272,7 @@ pub async fn list(pool: &PgPool) -> Result<Vec<ProjectionInfo>, ProjectionError>
         let types: Vec<String> = projection
             .stream_types()
             .iter()
-            .map(|t| (*t).to_owned())
+            .map(|t| t.as_str().to_owned())
             .collect();
         let row = sqlx::query(&format!(
             "SELECT st.status, st.dead_letters, st.last_error,

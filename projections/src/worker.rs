@@ -72,7 +72,7 @@ impl ProjectorConfig {
         projection
             .stream_types()
             .iter()
-            .map(|t| self.kafka.topic(t))
+            .map(|t| self.kafka.topic(t.as_str()))
             .collect()
     }
 }

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use domain::saga::Timings;
+use domain::StreamKind;
 use eventstore::kafka::ConsumerSettings;
 
 /// Settings of the saga orchestrator.
@@ -62,10 +63,15 @@ impl SagaConfig {
 
     /// The topics the orchestrator reads: order, inventory, payment, shipment.
     pub fn topics(&self) -> Vec<String> {
-        ["order", "inventory", "payment", "shipment"]
-            .iter()
-            .map(|t| self.kafka.topic(t))
-            .collect()
+        [
+            StreamKind::Order,
+            StreamKind::Inventory,
+            StreamKind::Payment,
+            StreamKind::Shipment,
+        ]
+        .iter()
+        .map(|t| self.kafka.topic(t.as_str()))
+        .collect()
     }
 
     /// Whether the business ships to `country`.

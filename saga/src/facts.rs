@@ -3,7 +3,7 @@
 use commands::Appended;
 use domain::order::OrderEvent;
 use domain::saga::{Fact, SagaCommand, SourceRef};
-use domain::{DomainEvent, InventoryEvent, PaymentEvent, ShipmentEvent};
+use domain::{DomainEvent, InventoryEvent, PaymentEvent, ShipmentEvent, StreamKind};
 use uuid::Uuid;
 
 /// The saga an event of a `stream_type` stream concerns and the fact it
@@ -15,18 +15,21 @@ pub(crate) fn fact_of(
     version: u32,
     data: serde_json::Value,
 ) -> Result<Option<(Uuid, Fact)>, domain::EventDecodeError> {
-    Ok(match stream_type {
-        "order" => Fact::from_order(&OrderEvent::from_stored(event_type, version, data)?),
-        "inventory" => {
+    let Some(kind) = StreamKind::parse(stream_type) else {
+        return Ok(None);
+    };
+    Ok(match kind {
+        StreamKind::Order => Fact::from_order(&OrderEvent::from_stored(event_type, version, data)?),
+        StreamKind::Inventory => {
             Fact::from_inventory(&InventoryEvent::from_stored(event_type, version, data)?)
         }
-        "payment" => Some(Fact::from_payment(&PaymentEvent::from_stored(
+        StreamKind::Payment => Some(Fact::from_payment(&PaymentEvent::from_stored(
             event_type, version, data,
         )?)),
-        "shipment" => Some(Fact::from_shipment(&ShipmentEvent::from_stored(
+        StreamKind::Shipment => Some(Fact::from_shipment(&ShipmentEvent::from_stored(
             event_type, version, data,
         )?)),
-        _ => None,
+        StreamKind::Product | StreamKind::Saga => None,
     })
 }
 
@@ -39,7 +42,7 @@ pub(crate) fn start_of(
     data: serde_json::Value,
     correlation_id: impl FnOnce() -> String,
 ) -> Result<Option<(Uuid, SagaCommand)>, domain::EventDecodeError> {
-    if stream_type != "order" || event_type != "OrderPlaced" {
+    if StreamKind::Order != stream_type || event_type != "OrderPlaced" {
         return Ok(None);
     }
     let OrderEvent::OrderPlaced {

@@ -122,7 +122,7 @@ impl Order {
 }
 
 impl Aggregate for Order {
-    const KIND: &'static str = "order";
+    const KIND: crate::StreamKind = crate::StreamKind::Order;
     type Command = OrderCommand;
     type Event = OrderEvent;
 

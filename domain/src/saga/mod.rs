@@ -232,7 +232,7 @@ impl Saga {
 }
 
 impl Aggregate for Saga {
-    const KIND: &'static str = "saga";
+    const KIND: crate::StreamKind = crate::StreamKind::Saga;
     type Command = SagaCommand;
     type Event = SagaEvent;
 

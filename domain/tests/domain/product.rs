@@ -107,5 +107,5 @@ fn changing_the_price_to_zero_is_invalid() {
 #[test]
 fn a_product_stream_id_is_kind_dash_sku() {
     assert_eq!(stream_id::<Product>("MUG-01"), "product-MUG-01");
-    assert_eq!(Product::KIND, "product");
+    assert_eq!(Product::KIND.as_str(), "product");
 }

@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use commands::{Appended, CausedBy, CommandHandler, Prepared, ProcessCommand};
 use domain::saga::{SagaCommand, SagaEvent, Step, StepStatus};
-use domain::Aggregate;
+use domain::{Aggregate, StreamKind};
 use eventstore::stream_type;
 use uuid::Uuid;
 
@@ -141,7 +141,10 @@ pub(super) async fn inline_steps(
             // expected version catches one that is not; the retry reads it).
             let stream = command.stream_id();
             let new = first_try
-                && matches!(stream_type(&stream), "payment" | "shipment")
+                && matches!(
+                    StreamKind::of(&stream),
+                    Some(StreamKind::Payment | StreamKind::Shipment)
+                )
                 && !draft.saga.seen.contains_key(&stream);
             // Refused (perhaps on a stale cache) or a no-op: sent as usual.
             let Ok(Some(command)) = inline.commands.prepare(&command, &cause, new).await else {
