@@ -9,7 +9,7 @@ use std::str::FromStr;
 use anyhow::Context;
 use commands::history::{self, At};
 use eventstore::seal::{self, Proof, SealKey};
-use eventstore::{EventStore, RecordedEvent};
+use eventstore::{EventMetadata, EventStore, RecordedEvent};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 use serde_json::Value;
@@ -270,22 +270,15 @@ fn print<T: Serialize>(
 }
 
 fn line(event: &RecordedEvent) -> String {
-    let meta = |k: &str| {
-        event
-            .metadata
-            .get(k)
-            .and_then(Value::as_str)
-            .unwrap_or("-")
-            .to_owned()
-    };
+    let metadata = EventMetadata::of(&event.metadata);
     format!(
         "v{:<4} #{:<8} {}  {:<26} by {:<12} corr {}  hash {}…",
         event.version,
         event.global_position,
         event.recorded_at.format("%Y-%m-%d %H:%M:%S%.3f"),
         event.event_type,
-        meta("user_id"),
-        meta("correlation_id"),
+        metadata.user_id.as_deref().unwrap_or("-"),
+        metadata.correlation_id.as_deref().unwrap_or("-"),
         &event.hash[..12.min(event.hash.len())],
     )
 }
@@ -365,10 +358,10 @@ async fn correlation(
     let mut depth: std::collections::HashMap<String, usize> = Default::default();
     println!("{correlation_id}: {} events", events.len());
     for event in &events {
-        let parent = event
-            .metadata
-            .get("causation_id")
-            .and_then(Value::as_str)
+        let metadata = EventMetadata::of(&event.metadata);
+        let parent = metadata
+            .causation_id
+            .as_deref()
             .and_then(|c| depth.get(c).copied());
         let d = parent.map_or(0, |p| p + 1);
         depth.insert(event.event_id.to_string(), d);
@@ -379,11 +372,7 @@ async fn correlation(
             event.event_type,
             event.version,
             event.global_position,
-            event
-                .metadata
-                .get("user_id")
-                .and_then(Value::as_str)
-                .unwrap_or("-"),
+            metadata.user_id.as_deref().unwrap_or("-"),
         );
         println!("{}    {}", "  ".repeat(d), event.stream_id);
     }

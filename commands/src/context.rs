@@ -1,6 +1,7 @@
 //! Who asked for a command, why, and under which idempotency key.
 
-use serde_json::{json, Value};
+use eventstore::EventMetadata;
+use serde_json::Value;
 use uuid::Uuid;
 
 /// The circumstances of one command, recorded on every event it causes.
@@ -71,18 +72,14 @@ impl CommandContext {
 
     /// The metadata recorded on every event this command causes.
     pub fn metadata(&self) -> Value {
-        let mut metadata = json!({
-            "correlation_id": self.correlation_id,
-            "causation_id": self.causation_id,
-            "user_id": self.user_id,
-            "command_id": self.command_id,
-        });
-        if let (Some(note), Some(map)) = (&self.note, metadata.as_object_mut()) {
-            map.insert("note".into(), json!(note));
+        EventMetadata {
+            correlation_id: Some(self.correlation_id.clone()),
+            causation_id: Some(self.causation_id.clone()),
+            user_id: Some(self.user_id.clone()),
+            command_id: Some(self.command_id),
+            note: self.note.clone(),
+            traceparent: self.traceparent.clone(),
         }
-        if let (Some(trace), Some(map)) = (&self.traceparent, metadata.as_object_mut()) {
-            map.insert(eventstore::trace::METADATA_KEY.into(), json!(trace));
-        }
-        metadata
+        .to_value()
     }
 }

@@ -25,6 +25,7 @@ pub mod idempotency;
 pub mod kafka;
 pub mod leader;
 mod many;
+mod metadata;
 pub mod metrics;
 mod model;
 
@@ -43,6 +44,7 @@ pub use append::{append_in, lock_stream, lock_streams, stream_type, validate_str
 pub use checkpoint::{load_checkpoint, save_checkpoint};
 pub use error::StoreError;
 pub use group::{GROUP_PIPELINES, MAX_GROUP_BYTES, MAX_GROUP_EVENTS};
+pub use metadata::EventMetadata;
 pub use model::{
     AppendResult, Checkpoint, ExpectedVersion, NewEvent, ParseCheckpointError, RecordedEvent,
     Snapshot,

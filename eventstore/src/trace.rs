@@ -18,7 +18,7 @@ use std::fmt;
 use uuid::Uuid;
 
 /// The metadata key (and Kafka header) holding the `traceparent`.
-pub const METADATA_KEY: &str = "traceparent";
+pub const METADATA_KEY: &str = crate::metadata::TRACEPARENT;
 
 /// A parsed W3C `traceparent`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

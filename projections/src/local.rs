@@ -35,7 +35,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use eventstore::trace::TraceParent;
-use eventstore::{EventStore, RecordedEvent};
+use eventstore::{EventMetadata, EventStore, RecordedEvent};
 use futures::FutureExt;
 use tracing::Instrument;
 
@@ -259,11 +259,8 @@ async fn apply_mine(
     for event in mine {
         // As a projector's: the event's trace goes on with its application.
         let trace = TraceParent::of_metadata(&event.metadata);
-        let correlation_id = event
-            .metadata
-            .get("correlation_id")
-            .and_then(|c| c.as_str())
-            .unwrap_or_default();
+        let metadata = EventMetadata::of(&event.metadata);
+        let correlation_id = metadata.correlation_id.as_deref().unwrap_or_default();
         let span = projection_span(projection, event, trace, correlation_id);
         if live.apply(&mut *tx, event).instrument(span.clone()).await? == Applied::Applied {
             applied += 1;

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use domain::saga::{SagaCommand, StepKind, StepStatus};
 use domain::SagaStatus;
+use eventstore::EventMetadata;
 use serde::Serialize;
 use serde_json::Value;
 use sqlx::{PgPool, Row};
@@ -212,11 +213,7 @@ pub async fn detail(sagas: &SagaStore, order_id: Uuid) -> Result<Option<SagaDeta
         .into_iter()
         .map(|e| HistoryEntry {
             version: e.version,
-            user_id: e
-                .metadata
-                .get("user_id")
-                .and_then(|v| v.as_str())
-                .map(str::to_owned),
+            user_id: EventMetadata::of(&e.metadata).user_id,
             event_type: e.event_type,
             data: e.data,
             recorded_at: e.recorded_at,

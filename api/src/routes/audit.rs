@@ -14,7 +14,7 @@ use chrono::{DateTime, Utc};
 use commands::history::{self, At, HistoryError};
 use eventstore::audit::SearchFilter;
 use eventstore::seal::{self, Proof, ProofError, Seal};
-use eventstore::{Checkpoint, RecordedEvent, Verification};
+use eventstore::{Checkpoint, EventMetadata, RecordedEvent, Verification};
 use serde::Serialize;
 use serde_json::Value;
 use uuid::Uuid;
@@ -357,11 +357,9 @@ fn causal_tree(events: Vec<RecordedEvent>) -> Vec<CausalNode> {
     let mut index: HashMap<String, usize> = HashMap::new();
     let mut parent: Vec<Option<usize>> = Vec::with_capacity(events.len());
     for (i, event) in events.iter().enumerate() {
-        let cause = event
-            .metadata
-            .get("causation_id")
-            .and_then(Value::as_str)
-            .and_then(|c| index.get(c).copied());
+        let cause = EventMetadata::of(&event.metadata)
+            .causation_id
+            .and_then(|c| index.get(&c).copied());
         parent.push(cause);
         index.insert(event.event_id.to_string(), i);
     }

@@ -10,8 +10,8 @@
 
 use rdkafka::message::{Header, Headers, OwnedHeaders};
 use rdkafka::Message;
-use serde_json::Value;
 
+use crate::metadata::EventMetadata;
 use crate::model::RecordedEvent;
 
 /// The event's id (a UUID).
@@ -44,9 +44,14 @@ pub fn encode(event: &RecordedEvent) -> OwnedHeaders {
         .insert(text(SCHEMA_VERSION, &schema_version))
         .insert(text(GLOBAL_POSITION, &global_position))
         .insert(text(STREAM_VERSION, &stream_version));
-    for key in [CORRELATION_ID, CAUSATION_ID, TRACEPARENT] {
-        if let Some(value) = metadata_text(&event.metadata, key) {
-            headers = headers.insert(text(key, &value));
+    let metadata = EventMetadata::of(&event.metadata);
+    for (key, value) in [
+        (CORRELATION_ID, &metadata.correlation_id),
+        (CAUSATION_ID, &metadata.causation_id),
+        (TRACEPARENT, &metadata.traceparent),
+    ] {
+        if let Some(value) = value {
+            headers = headers.insert(text(key, value));
         }
     }
     headers
@@ -72,16 +77,6 @@ fn text<'a>(key: &'a str, value: &'a str) -> Header<'a, &'a str> {
     }
 }
 
-/// Metadata `key` as header text: a string as is, another value as JSON,
-/// nothing when absent or null.
-fn metadata_text(metadata: &Value, key: &str) -> Option<String> {
-    match metadata.get(key)? {
-        Value::Null => None,
-        Value::String(s) => Some(s.clone()),
-        other => Some(other.to_string()),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -90,14 +85,32 @@ mod tests {
 
     #[test]
     fn metadata_headers_are_text_or_omitted() {
-        let metadata = json!({"correlation_id": "c-1", "causation_id": null, "n": 3});
-        assert_eq!(
-            metadata_text(&metadata, "correlation_id").as_deref(),
-            Some("c-1")
+        let event = RecordedEvent {
+            event_id: uuid::Uuid::new_v4(),
+            stream_id: "order-1".into(),
+            stream_type: "order".into(),
+            version: 1,
+            global_position: 1,
+            event_type: "Placed".into(),
+            schema_version: 1,
+            data: json!({}),
+            metadata: json!({"correlation_id": "c-1", "causation_id": null, "traceparent": 3}),
+            recorded_at: chrono::Utc::now(),
+            hash: String::new(),
+            tx_id: 1,
+        };
+        let message = OwnedMessage::new(
+            None,
+            None,
+            "t".into(),
+            Timestamp::NotAvailable,
+            0,
+            0,
+            Some(encode(&event)),
         );
-        assert_eq!(metadata_text(&metadata, "causation_id"), None);
-        assert_eq!(metadata_text(&metadata, "missing"), None);
-        assert_eq!(metadata_text(&metadata, "n").as_deref(), Some("3"));
+        assert_eq!(get(&message, CORRELATION_ID).as_deref(), Some("c-1"));
+        assert_eq!(get(&message, CAUSATION_ID), None, "null is omitted");
+        assert_eq!(get(&message, TRACEPARENT).as_deref(), Some("3"));
     }
 
     #[test]

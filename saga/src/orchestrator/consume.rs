@@ -1,6 +1,7 @@
 //! Consuming: each message's saga change, then its steps.
 
 use super::*;
+use eventstore::EventMetadata;
 use tracing::Instrument;
 
 impl Orchestrator {
@@ -94,13 +95,14 @@ impl Orchestrator {
             input,
         }];
         let mut cause = Cause::saga(event.event_id.to_string());
-        cause.correlation_id = text(&event.metadata, "correlation_id");
+        let metadata = EventMetadata::of(&event.metadata);
+        cause.correlation_id = metadata.correlation_id.clone();
         loop {
             let attempt = self.handle(order_id, &delivery, cause.clone(), false);
             let span = tracing::info_span!(
                 "saga_event",
                 trace_id = tracing::field::Empty,
-                correlation_id = text(&event.metadata, "correlation_id").unwrap_or_default(),
+                correlation_id = metadata.correlation_id.as_deref().unwrap_or_default(),
                 %order_id,
                 event_type = %event.event_type,
             );
@@ -206,8 +208,11 @@ pub(super) struct Delivery {
 /// that concern no saga (stock receipts, other stream types).
 fn classify(event: &RecordedEvent) -> Result<Option<(Uuid, Input)>, domain::EventDecodeError> {
     let (stream_type, event_type) = (event.stream_type.as_str(), event.event_type.as_str());
-    let correlation_id =
-        || text(&event.metadata, "correlation_id").unwrap_or_else(|| event.event_id.to_string());
+    let correlation_id = || {
+        EventMetadata::of(&event.metadata)
+            .correlation_id
+            .unwrap_or_else(|| event.event_id.to_string())
+    };
     let version = event.schema_version;
     if let Some((order_id, start)) = crate::facts::start_of(
         stream_type,
@@ -222,12 +227,4 @@ fn classify(event: &RecordedEvent) -> Result<Option<(Uuid, Input)>, domain::Even
         crate::facts::fact_of(stream_type, event_type, version, event.data.clone())?
             .map(|(id, fact)| (id, Input::Fact(fact))),
     )
-}
-
-/// Metadata `key` as text, if present.
-fn text(metadata: &serde_json::Value, key: &str) -> Option<String> {
-    metadata
-        .get(key)
-        .and_then(|v| v.as_str())
-        .map(str::to_owned)
 }

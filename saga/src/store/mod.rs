@@ -7,8 +7,7 @@ use chrono::{DateTime, Utc};
 use commands::{Loaded, Repository};
 use domain::saga::{SagaCommand, SagaEvent, Step};
 use domain::{Aggregate, DomainEvent, Saga};
-use eventstore::{EventStore, ExpectedVersion, NewEvent, StreamAppend};
-use serde_json::json;
+use eventstore::{EventMetadata, EventStore, ExpectedVersion, NewEvent, StreamAppend};
 use uuid::Uuid;
 
 use crate::SagaError;
@@ -258,16 +257,15 @@ impl SagaStore {
             .correlation_id
             .clone()
             .unwrap_or_else(|| after.correlation_id.clone());
-        let mut metadata = json!({
-            "correlation_id": correlation,
-            "causation_id": cause.causation_id,
-            "user_id": cause.actor,
-            "command_id": Uuid::new_v4(),
-        });
-        if let (Some(trace), Some(map)) = (eventstore::trace::next_hop(), metadata.as_object_mut())
-        {
-            map.insert(eventstore::trace::METADATA_KEY.into(), json!(trace));
+        let metadata = EventMetadata {
+            correlation_id: Some(correlation),
+            causation_id: Some(cause.causation_id.clone()),
+            user_id: Some(cause.actor.clone()),
+            command_id: Some(Uuid::new_v4()),
+            note: None,
+            traceparent: eventstore::trace::next_hop(),
         }
+        .to_value();
         // The appends come first in the transaction and take every
         // stream's lock before writing, so no separate lock is needed.
         let mut tx = self.store.pool().begin().await?;
