@@ -79,7 +79,7 @@ pub enum AuditCommand {
         database: DatabaseConfig,
     },
     /// Print the inclusion proof of an event in the latest seal (check it
-    /// offline with `fulcrum audit check-proof` or the README's procedure).
+    /// offline with `fulcrum audit check-proof` or the procedure in docs/audit.md).
     Prove {
         /// The event id.
         event_id: Uuid,

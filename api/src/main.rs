@@ -12,7 +12,7 @@ use projections::{Progress, Projection, Rebuild};
 
 /// mimalloc, not the system allocator: a request allocates and frees many
 /// small buffers across threads, which glibc's malloc spends about a tenth
-/// of the server's CPU on (README, "Benchmarks").
+/// of the server's CPU on (docs/benchmarks.md, "Allocator and ids").
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

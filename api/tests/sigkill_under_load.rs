@@ -7,7 +7,7 @@
 //! models equal a clean fold, every order's saga ends (confirmed with its
 //! payment captured once, or cancelled keeping no money), and Kafka holds
 //! every event at least once.
-//! Prints the recovery figures the README's "Failure behaviour" cites.
+//! Prints the recovery figures docs/failure-behaviour.md cites.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 mod processes;

@@ -48,8 +48,8 @@ pub async fn search<'e>(
 }
 
 /// The plan Postgres runs [`search`] with, executed: the lines of
-/// `EXPLAIN (ANALYZE, BUFFERS)` of exactly that query (for the README's
-/// index evidence and for operators checking a slow search).
+/// `EXPLAIN (ANALYZE, BUFFERS)` of exactly that query (for the index
+/// evidence in docs/audit.md and for operators checking a slow search).
 pub async fn explain_search<'e>(
     db: impl PgExecutor<'e>,
     filter: &SearchFilter,

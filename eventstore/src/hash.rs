@@ -150,7 +150,7 @@ mod tests {
     /// Stored hashes must never change meaning. The same value comes from
     /// an independent implementation: SHA-256 of 32 zero bytes followed by
     /// Python's `json.dumps(doc, sort_keys=True, separators=(",", ":"),
-    /// ensure_ascii=False)` of the hashed fields (see the README's offline
+    /// ensure_ascii=False)` of the hashed fields (see docs/audit.md, the offline
     /// procedure).
     #[test]
     fn the_chain_hash_of_a_fixed_event_is_stable() {

@@ -106,7 +106,7 @@ async fn the_relay_delivers_soon_after_a_restarted_broker_is_back_with_its_topic
         "after the broker came back",
     )
     .await;
-    // A figure for the README, not an assertion.
+    // A figure for docs/failure-behaviour.md, not an assertion.
     eprintln!(
         "relay_recovery: every event delivered {:.1?} after the broker was back",
         back.elapsed()

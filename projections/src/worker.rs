@@ -37,7 +37,7 @@ const MAX_BATCH: usize = 256;
 /// ([`crate::local`]) brings a process's own writes to its read models at
 /// once, so the projectors are the durable path and the path for other
 /// processes' writes: 100 ms turns many small duplicate batches into few
-/// larger ones, and less broker CPU per order (README, "The order saga").
+/// larger ones, and less broker CPU per order (docs/benchmarks.md, "The order saga").
 pub const DEFAULT_FETCH_WAIT_MAX_MS: u32 = 100;
 
 /// How a projector reaches Kafka and what it does with poison events.

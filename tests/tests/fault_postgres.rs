@@ -4,7 +4,7 @@
 //! hard while a `fulcrum serve` (api role) runs, and starts it again:
 //! during the outage every request answers 503 with `Retry-After`, after it
 //! the server recovers by itself, and every write answered 2xx is stored
-//! exactly once. Prints the figures the README's "Failure behaviour" cites.
+//! exactly once. Prints the figures docs/failure-behaviour.md cites.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::path::{Path, PathBuf};

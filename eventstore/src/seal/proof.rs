@@ -11,7 +11,7 @@ use crate::StoreError;
 
 /// An inclusion proof of an event in a seal. The first six fields are the
 /// shape DESIGN.md fixes; the rest make the proof checkable offline on its
-/// own (see [`check_proof`] and the README's procedure).
+/// own (see [`check_proof`] and docs/audit.md, "checking a proof offline").
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Proof {
     /// The event proven.
