@@ -231,6 +231,49 @@ impl Saga {
     }
 }
 
+impl Saga {
+    /// An operator's retry by `by` at `now`: only a stuck saga can be
+    /// retried.
+    fn decide_retry(&self, by: &str, now: DateTime<Utc>) -> Result<Vec<SagaEvent>, DomainError> {
+        if !self.started {
+            return Err(self.not_started());
+        }
+        if self.status != SagaStatus::Stuck {
+            return Err(self.conflict("be retried (only a stuck saga can)"));
+        }
+        Ok(vec![SagaEvent::SagaRetried {
+            by: by.to_owned(),
+            at: now,
+        }])
+    }
+
+    /// An operator's abort by `by` at `now`, for `reason`: a saga that has
+    /// ended cannot be aborted.
+    fn decide_abort(
+        &self,
+        by: &str,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<SagaEvent>, DomainError> {
+        validate_text(reason, MAX_TEXT_CHARS)
+            .map_err(|message| DomainError::invalid("reason", message))?;
+        if !self.started {
+            return Err(self.not_started());
+        }
+        if matches!(
+            self.status,
+            SagaStatus::Completed | SagaStatus::Compensated | SagaStatus::Aborted
+        ) {
+            return Err(self.conflict("be aborted"));
+        }
+        Ok(vec![SagaEvent::SagaAborted {
+            by: by.to_owned(),
+            reason: reason.to_owned(),
+            at: now,
+        }])
+    }
+}
+
 impl Aggregate for Saga {
     const KIND: crate::StreamKind = crate::StreamKind::Saga;
     type Command = SagaCommand;
@@ -288,36 +331,8 @@ impl Aggregate for Saga {
                 max_attempts,
             } => Ok(self.fail(step, *attempt, error, *now, *retry_at, *max_attempts)),
             SagaCommand::TimeOut { step, attempt, now } => Ok(self.time_out(step, *attempt, *now)),
-            SagaCommand::Retry { by, now } => {
-                if !self.started {
-                    return Err(self.not_started());
-                }
-                if self.status != SagaStatus::Stuck {
-                    return Err(self.conflict("be retried (only a stuck saga can)"));
-                }
-                Ok(vec![SagaEvent::SagaRetried {
-                    by: by.clone(),
-                    at: *now,
-                }])
-            }
-            SagaCommand::Abort { by, reason, now } => {
-                validate_text(reason, MAX_TEXT_CHARS)
-                    .map_err(|message| DomainError::invalid("reason", message))?;
-                if !self.started {
-                    return Err(self.not_started());
-                }
-                if matches!(
-                    self.status,
-                    SagaStatus::Completed | SagaStatus::Compensated | SagaStatus::Aborted
-                ) {
-                    return Err(self.conflict("be aborted"));
-                }
-                Ok(vec![SagaEvent::SagaAborted {
-                    by: by.clone(),
-                    reason: reason.clone(),
-                    at: *now,
-                }])
-            }
+            SagaCommand::Retry { by, now } => self.decide_retry(by, *now),
+            SagaCommand::Abort { by, reason, now } => self.decide_abort(by, reason, *now),
         }
     }
 

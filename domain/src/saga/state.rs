@@ -235,26 +235,7 @@ pub struct Saga {
 /// The fold behind [`crate::Aggregate::evolve`] for sagas.
 pub(super) fn evolve(mut saga: Saga, event: &SagaEvent) -> Saga {
     match event {
-        SagaEvent::SagaStarted {
-            order_id,
-            customer_id,
-            lines,
-            total,
-            currency,
-            shipping_address,
-            payment_method,
-            correlation_id,
-        } => {
-            saga.started = true;
-            saga.order_id = *order_id;
-            saga.customer_id.clone_from(customer_id);
-            saga.lines.clone_from(lines);
-            saga.total = *total;
-            saga.currency.clone_from(currency);
-            saga.shipping_address = Some(shipping_address.clone());
-            saga.payment_method.clone_from(payment_method);
-            saga.correlation_id.clone_from(correlation_id);
-        }
+        SagaEvent::SagaStarted { .. } => begin(&mut saga, event),
         SagaEvent::SagaEventObserved { source, fact, at } => observe(&mut saga, source, fact, *at),
         SagaEvent::SagaStepStarted {
             step,
@@ -290,27 +271,8 @@ pub(super) fn evolve(mut saga: Saga, event: &SagaEvent) -> Saga {
             at,
             retry_at,
             ..
-        } => {
-            if let Some(state) = saga.steps.get_mut(step) {
-                state.status = StepStatus::Failed;
-                state.failures = state.failures.saturating_add(1);
-                state.error = Some(error.clone());
-                state.at = Some(*at);
-                state.retry_at = Some(*retry_at);
-                state.check_at = None;
-            }
-        }
-        SagaEvent::SagaStepTimedOut { step, at, .. } => {
-            if let Some(state) = saga.steps.get_mut(step) {
-                state.status = StepStatus::TimedOut;
-                state.error = Some("no answer before the deadline".into());
-                state.at = Some(*at);
-                state.check_at = None;
-            }
-            if *step == Step::AuthorizePayment {
-                saga.payment.timed_out = true;
-            }
-        }
+        } => fail(&mut saga, step, error, *at, *retry_at),
+        SagaEvent::SagaStepTimedOut { step, at, .. } => time_out(&mut saga, step, *at),
         SagaEvent::SagaCompensationStarted { reason, .. } => {
             saga.failure = Some(*reason);
             if saga.status == SagaStatus::Running {
@@ -324,20 +286,7 @@ pub(super) fn evolve(mut saga: Saga, event: &SagaEvent) -> Saga {
             }
             saga.status = SagaStatus::Stuck;
         }
-        SagaEvent::SagaRetried { at, .. } => {
-            for state in saga.steps.values_mut() {
-                if state.status == StepStatus::Stuck {
-                    state.status = StepStatus::Failed;
-                    state.failures = 0;
-                    state.retry_at = Some(*at);
-                }
-            }
-            saga.status = if saga.failure.is_some() {
-                SagaStatus::Compensating
-            } else {
-                SagaStatus::Running
-            };
-        }
+        SagaEvent::SagaRetried { at, .. } => retry(&mut saga, *at),
         SagaEvent::SagaAborted { by, reason, .. } => {
             saga.status = SagaStatus::Aborted;
             saga.aborted = Some((by.clone(), reason.clone()));
@@ -346,6 +295,77 @@ pub(super) fn evolve(mut saga: Saga, event: &SagaEvent) -> Saga {
         SagaEvent::SagaCompensated { .. } => saga.status = SagaStatus::Compensated,
     }
     saga
+}
+
+/// Records what a `SagaStarted` says about the order (any other event
+/// changes nothing here).
+fn begin(saga: &mut Saga, event: &SagaEvent) {
+    let SagaEvent::SagaStarted {
+        order_id,
+        customer_id,
+        lines,
+        total,
+        currency,
+        shipping_address,
+        payment_method,
+        correlation_id,
+    } = event
+    else {
+        return;
+    };
+    saga.started = true;
+    saga.order_id = *order_id;
+    saga.customer_id.clone_from(customer_id);
+    saga.lines.clone_from(lines);
+    saga.total = *total;
+    saga.currency.clone_from(currency);
+    saga.shipping_address = Some(shipping_address.clone());
+    saga.payment_method.clone_from(payment_method);
+    saga.correlation_id.clone_from(correlation_id);
+}
+
+/// Records that `step` failed at `at` with `error`, to be retried at
+/// `retry_at`.
+fn fail(saga: &mut Saga, step: &Step, error: &str, at: DateTime<Utc>, retry_at: DateTime<Utc>) {
+    if let Some(state) = saga.steps.get_mut(step) {
+        state.status = StepStatus::Failed;
+        state.failures = state.failures.saturating_add(1);
+        state.error = Some(error.to_owned());
+        state.at = Some(at);
+        state.retry_at = Some(retry_at);
+        state.check_at = None;
+    }
+}
+
+/// Records that `step` had no answer before its deadline (at `at`); a
+/// payment authorisation that timed out is remembered as such.
+fn time_out(saga: &mut Saga, step: &Step, at: DateTime<Utc>) {
+    if let Some(state) = saga.steps.get_mut(step) {
+        state.status = StepStatus::TimedOut;
+        state.error = Some("no answer before the deadline".into());
+        state.at = Some(at);
+        state.check_at = None;
+    }
+    if *step == Step::AuthorizePayment {
+        saga.payment.timed_out = true;
+    }
+}
+
+/// An operator's retry at `at`: stuck steps become failed ones due now,
+/// and the saga goes on forward or compensating, as it was.
+fn retry(saga: &mut Saga, at: DateTime<Utc>) {
+    for state in saga.steps.values_mut() {
+        if state.status == StepStatus::Stuck {
+            state.status = StepStatus::Failed;
+            state.failures = 0;
+            state.retry_at = Some(at);
+        }
+    }
+    saga.status = if saga.failure.is_some() {
+        SagaStatus::Compensating
+    } else {
+        SagaStatus::Running
+    };
 }
 
 /// Records that attempt `attempt` of `step` was sent at `at`; the step's
