@@ -1,10 +1,10 @@
 //! Per-stream positions: what makes applying an event idempotent, and what
 //! "has position N" means for a read model.
 
+use eventstore::{EventStore, RecordedEvent};
 use sqlx::{PgConnection, PgPool};
 
 use crate::{schema, Projection, ProjectionError};
-use eventstore::RecordedEvent;
 
 /// What to do with an event of a stream whose last applied version is `stored`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -184,6 +184,32 @@ pub(crate) fn to_u64(version: i64) -> u64 {
 /// A version as a Postgres bigint (event store versions fit).
 pub(crate) fn to_i64(version: u64) -> i64 {
     i64::try_from(version).unwrap_or(i64::MAX)
+}
+
+/// `Some(how many it consumes)` when the whole batch is applied already
+/// ([`applied_already`]: the local feed went ahead): one statement instead
+/// of a transaction. `None` when it has to go the whole way, as it does
+/// with any message that is not an event envelope.
+pub(crate) async fn passed_over(
+    store: &EventStore,
+    projection: Projection,
+    events: &[Result<RecordedEvent, Box<RecordedEvent>>],
+) -> Result<Option<u64>, ProjectionError> {
+    let Some(events) = events
+        .iter()
+        .map(|e| e.as_ref().ok())
+        .collect::<Option<Vec<&RecordedEvent>>>()
+    else {
+        return Ok(None);
+    };
+    if !applied_already(store.pool(), projection, &events).await? {
+        return Ok(None);
+    }
+    let consumed = events
+        .iter()
+        .filter(|e| projection.consumes(&e.stream_type))
+        .count();
+    Ok(Some(u64::try_from(consumed).unwrap_or(u64::MAX)))
 }
 
 #[cfg(test)]

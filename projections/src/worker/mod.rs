@@ -8,26 +8,27 @@
 //! every event: read models stay equal to a clean fold.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use eventstore::kafka::{envelope, headers, Backoff, ConsumerSettings, EventConsumer};
 use eventstore::trace::TraceParent;
 use eventstore::{EventStore, RecordedEvent};
 use futures::FutureExt;
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
-use prometheus_client::registry::Registry;
 use rdkafka::error::KafkaError;
 use rdkafka::message::OwnedMessage;
+use sqlx::PgConnection;
 use tracing::{Instrument, Span};
 
 use crate::live::LiveBatch;
+use crate::position::passed_over;
 use crate::status::{self, OnError, Status};
-use crate::{applied_already, Applied, Projection, ProjectionError};
+use crate::{Applied, Projection, ProjectionError};
+
+mod probe;
+pub use probe::{ProjectorMetrics, ProjectorProbe};
 
 /// Messages applied per Postgres transaction at most.
 const MAX_BATCH: usize = 256;
@@ -92,99 +93,6 @@ pub enum ProjectorError {
     /// stops a projector between its database commit and its offset commit.
     #[error("stopped on purpose between the database commit and the offset commit")]
     Crashed,
-}
-
-/// The projectors' series in the process's metrics registry (see
-/// [`eventstore::metrics`]): one labelled series per projection.
-#[derive(Clone, Debug, Default)]
-pub struct ProjectorMetrics {
-    batches: Family<ProjectionLabel, Counter>,
-    applied: Family<ProjectionLabel, Counter>,
-    duplicates: Family<ProjectionLabel, Counter>,
-    dead_letters: Family<ProjectionLabel, Counter>,
-}
-
-/// The `projection` label.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ProjectionLabel {
-    projection: &'static str,
-}
-
-impl ProjectorMetrics {
-    /// Adds these series to `registry`.
-    pub fn register(&self, registry: &mut Registry) {
-        registry.register(
-            "fulcrum_projection_batches",
-            "Projector transactions committed",
-            self.batches.clone(),
-        );
-        registry.register(
-            "fulcrum_projection_events_applied",
-            "Events applied to a read model",
-            self.applied.clone(),
-        );
-        registry.register(
-            "fulcrum_projection_duplicates",
-            "Redelivered events a projector had already applied",
-            self.duplicates.clone(),
-        );
-        registry.register(
-            "fulcrum_projection_dead_lettered",
-            "Events a projector dead-lettered",
-            self.dead_letters.clone(),
-        );
-    }
-
-    /// A probe counting on `projection`'s series.
-    pub fn probe(&self, projection: Projection) -> ProjectorProbe {
-        let label = ProjectionLabel {
-            projection: projection.name(),
-        };
-        ProjectorProbe {
-            applied: self.applied.get_or_create_owned(&label),
-            duplicates: self.duplicates.get_or_create_owned(&label),
-            batches: self.batches.get_or_create_owned(&label),
-            dead_letters: self.dead_letters.get_or_create_owned(&label),
-            ..ProjectorProbe::default()
-        }
-    }
-}
-
-/// One projector's series (from [`ProjectorMetrics::probe`], or series of
-/// its own by default) and a fault hook, for tests and benchmarks. Share one
-/// between a projector and the code watching it.
-#[derive(Debug, Default)]
-pub struct ProjectorProbe {
-    /// Events whose transaction committed with [`Applied::Applied`].
-    pub applied: Counter,
-    /// Events that were already applied (redeliveries).
-    pub duplicates: Counter,
-    /// Transactions committed.
-    pub batches: Counter,
-    /// Events dead-lettered.
-    pub dead_letters: Counter,
-    /// When non-zero: after this many committed transactions, the projector
-    /// returns [`ProjectorError::Crashed`] without committing offsets.
-    pub crash_after_batches: AtomicU64,
-    record_lags: AtomicBool,
-    lags: Mutex<Vec<Duration>>,
-}
-
-impl ProjectorProbe {
-    /// Starts recording, per applied event, the time from its `recorded_at`
-    /// (set just before its append) to the commit of its projector
-    /// transaction.
-    pub fn record_lags(&self) {
-        self.record_lags.store(true, Ordering::Relaxed);
-    }
-
-    /// The lags recorded so far (and forgets them).
-    pub fn take_lags(&self) -> Vec<Duration> {
-        self.lags
-            .lock()
-            .map(|mut lags| std::mem::take(&mut *lags))
-            .unwrap_or_default()
-    }
 }
 
 /// Runs `projection`'s projector until `shutdown` resolves: joins the
@@ -373,98 +281,107 @@ async fn apply_batch(
         .filter(|e| projection.consumes(&e.stream_type))
         .map(|e| e.stream_id.as_str());
     let mut live = LiveBatch::begin(&mut tx, projection, &schema, streams).await?;
-    let mut applied = 0u64;
-    let mut duplicates = 0u64;
-    let mut dead = 0u64;
-    let mut recorded = Vec::new();
+    let mut tally = Tally::default();
     let mut outcome = BatchOutcome::Done;
     for (index, event) in events.iter().enumerate() {
-        let event = match event {
-            Ok(event) => event,
-            Err(event) => {
-                let error = "the message is not a Fulcrum event envelope";
-                dead += u64::from(status::dead_letter(&mut tx, projection, event, error).await?);
-                if on_error == OnError::Halt {
-                    status::set_status(&mut tx, projection, Status::Halted, Some(error)).await?;
-                    outcome = BatchOutcome::Halted { applied: index };
-                    break;
-                }
-                continue;
-            }
+        let (event, error) = match event {
+            Err(event) => (&**event, NOT_AN_ENVELOPE.to_owned()),
+            Ok(event) => match apply_one(
+                &mut tx,
+                &mut live,
+                projection,
+                &batch[index],
+                event,
+                &mut tally,
+            )
+            .await?
+            {
+                Some(error) => (event, error),
+                None => continue,
+            },
         };
-        let span = event_span(projection, &batch[index], event);
-        match live.apply(&mut tx, event).instrument(span.clone()).await {
-            Ok(Applied::Applied) => {
-                applied += 1;
-                recorded.push(event.recorded_at);
-                span.in_scope(|| tracing::debug!(event_type = %event.event_type, "applied"));
+        tally.dead += u64::from(status::dead_letter(&mut tx, projection, event, &error).await?);
+        match on_error {
+            OnError::Halt => {
+                status::set_status(&mut tx, projection, Status::Halted, Some(&error)).await?;
+                outcome = BatchOutcome::Halted { applied: index };
+                break;
             }
-            Ok(Applied::Duplicate) => duplicates += 1,
-            Ok(Applied::Ignored | Applied::Gap { .. }) => {}
-            Err(
-                error @ (ProjectionError::Decode { .. }
-                | ProjectionError::Inconsistent { .. }
-                | ProjectionError::Gap { .. }),
-            ) => {
-                let message = error.to_string();
-                span.in_scope(
-                    || tracing::error!(%projection, error = %message, "dead-lettering an event"),
-                );
-                dead += u64::from(status::dead_letter(&mut tx, projection, event, &message).await?);
-                match on_error {
-                    OnError::Halt => {
-                        status::set_status(&mut tx, projection, Status::Halted, Some(&message))
-                            .await?;
-                        outcome = BatchOutcome::Halted { applied: index };
-                        break;
-                    }
-                    OnError::Skip => {
-                        live.skip(event);
-                    }
-                }
+            // An event that is no envelope has no place in the read model
+            // to pass over.
+            OnError::Skip if events[index].is_ok() => {
+                live.skip(event);
             }
-            Err(error) => return Err(error),
+            OnError::Skip => {}
         }
     }
     live.finish(&mut tx).await?;
     tx.commit().await?;
-    probe.batches.inc();
-    probe.applied.inc_by(applied);
-    probe.duplicates.inc_by(duplicates);
-    probe.dead_letters.inc_by(dead);
-    if probe.record_lags.load(Ordering::Relaxed) {
-        let now = Utc::now();
-        if let Ok(mut lags) = probe.lags.lock() {
-            lags.extend(recorded.iter().filter_map(|at| (now - *at).to_std().ok()));
-        }
-    }
+    tally.count(probe);
     Ok(outcome)
 }
 
-/// `Some(how many it consumes)` when the whole batch is applied already
-/// ([`applied_already`]: the local feed went ahead): one statement instead
-/// of a transaction. `None` when it has to go the whole way, as it does
-/// with any message that is not an event envelope.
-async fn passed_over(
-    store: &EventStore,
-    projection: Projection,
-    events: &[Result<RecordedEvent, Box<RecordedEvent>>],
-) -> Result<Option<u64>, ProjectionError> {
-    let Some(events) = events
-        .iter()
-        .map(|e| e.as_ref().ok())
-        .collect::<Option<Vec<&RecordedEvent>>>()
-    else {
-        return Ok(None);
-    };
-    if !applied_already(store.pool(), projection, &events).await? {
-        return Ok(None);
+/// Why a message that is not an event envelope is dead-lettered.
+const NOT_AN_ENVELOPE: &str = "the message is not a Fulcrum event envelope";
+
+/// What the events of one batch came to, for the probe.
+#[derive(Debug, Default)]
+struct Tally {
+    applied: u64,
+    duplicates: u64,
+    dead: u64,
+    /// When each applied event was recorded (for the lag).
+    recorded: Vec<DateTime<Utc>>,
+}
+
+impl Tally {
+    /// Adds this batch's counts (and lags, when recorded) to `probe`.
+    fn count(self, probe: &ProjectorProbe) {
+        probe.batches.inc();
+        probe.applied.inc_by(self.applied);
+        probe.duplicates.inc_by(self.duplicates);
+        probe.dead_letters.inc_by(self.dead);
+        probe.count_lags(&self.recorded);
     }
-    let consumed = events
-        .iter()
-        .filter(|e| projection.consumes(&e.stream_type))
-        .count();
-    Ok(Some(u64::try_from(consumed).unwrap_or(u64::MAX)))
+}
+
+/// Applies one consumed `event` (carried by `message`) to `live`; `Some(why)`
+/// when it is poison (undecodable, inconsistent with the read model, or
+/// past a gap) and is to be dead-lettered.
+async fn apply_one(
+    conn: &mut PgConnection,
+    live: &mut LiveBatch,
+    projection: Projection,
+    message: &OwnedMessage,
+    event: &RecordedEvent,
+    tally: &mut Tally,
+) -> Result<Option<String>, ProjectionError> {
+    let span = event_span(projection, message, event);
+    match live.apply(conn, event).instrument(span.clone()).await {
+        Ok(Applied::Applied) => {
+            tally.applied += 1;
+            tally.recorded.push(event.recorded_at);
+            span.in_scope(|| tracing::debug!(event_type = %event.event_type, "applied"));
+            Ok(None)
+        }
+        Ok(Applied::Duplicate) => {
+            tally.duplicates += 1;
+            Ok(None)
+        }
+        Ok(Applied::Ignored | Applied::Gap { .. }) => Ok(None),
+        Err(
+            error @ (ProjectionError::Decode { .. }
+            | ProjectionError::Inconsistent { .. }
+            | ProjectionError::Gap { .. }),
+        ) => {
+            let message = error.to_string();
+            span.in_scope(
+                || tracing::error!(%projection, error = %message, "dead-lettering an event"),
+            );
+            Ok(Some(message))
+        }
+        Err(error) => Err(error),
+    }
 }
 
 /// The span of one consumed event: its trace (the Kafka `traceparent`
