@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod browser;
+mod invariants;
 pub mod system;
 
 use api::auth::{mint_hs256, Authenticator, JwtConfig, Role};

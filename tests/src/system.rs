@@ -3,7 +3,7 @@
 //! webhook, over a fresh database and a fresh topic prefix on the shared
 //! development broker (`KAFKA_BROKERS`, default 127.0.0.1:9092).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -346,122 +346,17 @@ impl System {
     /// order was cancelled; every authorisation of a cancelled order is
     /// voided or refunded; no command was applied twice.
     pub async fn check_invariants(&self) -> BTreeMap<String, Vec<Value>> {
-        let events = self.app.audit_events().await;
-        let mut streams: BTreeMap<String, Vec<Value>> = BTreeMap::new();
-        let mut applied: HashSet<(String, String, String)> = HashSet::new();
-        for event in &events {
-            let stream = event["stream_id"].as_str().unwrap_or_default().to_owned();
-            if let Some(command_id) = event["metadata"]["command_id"].as_str() {
-                if !stream.starts_with("saga-") {
-                    let key = (
-                        stream.clone(),
-                        command_id.to_owned(),
-                        event["event_type"].as_str().unwrap_or_default().to_owned(),
-                    );
-                    assert!(
-                        applied.insert(key.clone()),
-                        "command applied twice: {key:?}"
-                    );
-                }
-            }
-            streams.entry(stream).or_default().push(event.clone());
-        }
-        let mut order_status: HashMap<String, String> = HashMap::new();
-        for (stream, events) in &streams {
-            if let Some(order) = stream.strip_prefix("order-") {
-                let last = events
-                    .iter()
-                    .rev()
-                    .find_map(|e| match e["event_type"].as_str() {
-                        Some("OrderPlaced") => Some("placed"),
-                        Some("OrderConfirmed") => Some("confirmed"),
-                        Some("OrderShipped") => Some("shipped"),
-                        Some("OrderDelivered") => Some("delivered"),
-                        Some("OrderCancelled") => Some("cancelled"),
-                        _ => None,
-                    });
-                order_status.insert(order.to_owned(), last.unwrap_or("unknown").to_owned());
-            }
-        }
+        use crate::invariants::{
+            by_stream_applying_each_command_once, check_payment, check_stock, order_statuses,
+        };
+        let streams = by_stream_applying_each_command_once(&self.app.audit_events().await);
+        let order_status = order_statuses(&streams);
         for (stream, events) in &streams {
             if stream.starts_with("inventory-") {
-                let (mut on_hand, mut received, mut committed) = (0i64, 0i64, 0i64);
-                let mut held: BTreeMap<String, i64> = BTreeMap::new();
-                for e in events {
-                    let quantity = e["data"]["quantity"].as_i64().unwrap_or(0);
-                    let order = e["data"]["order_id"]
-                        .as_str()
-                        .unwrap_or_default()
-                        .to_owned();
-                    match e["event_type"].as_str() {
-                        Some("StockReceived") => {
-                            on_hand += quantity;
-                            received += quantity;
-                        }
-                        Some("StockReserved") => {
-                            held.insert(order, quantity);
-                        }
-                        Some("StockReleased") => {
-                            held.remove(&order);
-                        }
-                        Some("StockCommitted") => {
-                            held.remove(&order);
-                            on_hand -= quantity;
-                            committed += quantity;
-                        }
-                        _ => {}
-                    }
-                    let reserved: i64 = held.values().sum();
-                    assert!(
-                        on_hand >= 0 && reserved <= on_hand,
-                        "{stream}: stock went negative"
-                    );
-                }
-                assert_eq!(on_hand, received - committed, "{stream}: on hand");
-                for order in held.keys() {
-                    let status = order_status.get(order).map(String::as_str);
-                    assert!(
-                        matches!(status, Some("placed" | "confirmed")),
-                        "{stream}: order {order} holds a reservation but is {status:?}"
-                    );
-                }
+                check_stock(stream, events, &order_status);
             }
             if let Some(order) = stream.strip_prefix("payment-") {
-                let count = |t: &str| events.iter().filter(|e| e["event_type"] == t).count();
-                assert!(count("PaymentCaptured") <= 1, "{stream}: captured twice");
-                if order_status.get(order).map(String::as_str) == Some("cancelled") {
-                    let captured: i64 = events
-                        .iter()
-                        .filter(|e| e["event_type"] == "PaymentCaptured")
-                        .filter_map(|e| e["data"]["amount"].as_i64())
-                        .sum();
-                    let refunded: i64 = events
-                        .iter()
-                        .filter(|e| e["event_type"] == "PaymentRefunded")
-                        .filter_map(|e| e["data"]["amount"].as_i64())
-                        .sum();
-                    assert_eq!(
-                        captured, refunded,
-                        "{stream}: a cancelled order keeps money"
-                    );
-                    if count("PaymentAuthorized") > 0 {
-                        assert!(
-                            count("PaymentVoided") + count("PaymentRefunded") > 0,
-                            "{stream}: an authorisation of a cancelled order was neither voided nor refunded"
-                        );
-                    }
-                    let cancelled_at = streams
-                        .get(&format!("order-{order}"))
-                        .and_then(|o| o.iter().find(|e| e["event_type"] == "OrderCancelled"))
-                        .and_then(|e| e["global_position"].as_i64());
-                    if let Some(cancelled_at) = cancelled_at {
-                        assert!(
-                            !events.iter().any(|e| e["event_type"] == "PaymentCaptured"
-                                && e["global_position"].as_i64() > Some(cancelled_at)),
-                            "{stream}: captured after the order was cancelled"
-                        );
-                    }
-                }
+                check_payment(stream, events, &streams, order_status.get(order), order);
             }
         }
         streams
