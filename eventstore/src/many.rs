@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 
 use serde_json::Value;
+use sqlx::postgres::PgRow;
 use sqlx::PgConnection;
 
 use crate::append::{now_micros, validate, Attempt, Rows, StreamHead};
@@ -42,7 +43,29 @@ impl EventStore {
             validate(append.stream_id, append.events, metadata)?;
         }
         let recorded_at = now_micros();
-        // The head each stream's first pending append hashes onto.
+        let mut guesses = self.first_guesses(appends);
+        let mut results: Vec<Option<AppendResult>> = vec![None; appends.len()];
+        for _ in 0..CALLS {
+            let pending: Vec<usize> = (0..appends.len())
+                .filter(|&i| results[i].is_none())
+                .collect();
+            if pending.is_empty() {
+                break;
+            }
+            let answers = self
+                .call_pending(conn, appends, &pending, &guesses, metadata, recorded_at)
+                .await?;
+            let restaled = self.settle(appends, &pending, &answers, &mut results)?;
+            for (stream_id, head) in restaled {
+                self.heads.insert(stream_id.to_owned(), head);
+                guesses.insert(stream_id, head);
+            }
+        }
+        all_appended(results, appends)
+    }
+
+    /// The head each stream's first pending append hashes onto.
+    fn first_guesses<'a>(&self, appends: &[StreamAppend<'a>]) -> HashMap<&'a str, StreamHead> {
         let mut guesses: HashMap<&str, StreamHead> = HashMap::with_capacity(appends.len());
         for append in appends {
             guesses
@@ -55,75 +78,98 @@ impl EventStore {
                         .unwrap_or(StreamHead::EMPTY),
                 });
         }
-        let mut results: Vec<Option<AppendResult>> = vec![None; appends.len()];
-        for _ in 0..CALLS {
-            let pending: Vec<usize> = (0..appends.len())
-                .filter(|&i| results[i].is_none())
-                .collect();
-            if pending.is_empty() {
-                break;
-            }
-            let (mut rows, roots) = chained(appends, &pending, &guesses, metadata, recorded_at);
-            let events = rows.iter().map(Rows::len).sum();
-            let flat = Flat::take(
-                pending
-                    .iter()
-                    .zip(rows.iter_mut())
-                    .map(|(&i, rows)| (appends[i].stream_id, appends[i].expected, rows)),
-                &roots,
-                events,
-            );
-            let answers = match flat.call_group(conn).await {
-                Ok(answers) => answers,
-                Err(error) => {
-                    for &i in &pending {
-                        self.heads.invalidate(appends[i].stream_id);
-                    }
-                    return Err(error.into());
+        guesses
+    }
+
+    /// One call of `fulcrum_append_group` with the `pending` appends,
+    /// chained onto `guesses`: a row per pending append. On an error every
+    /// pending stream's remembered head is forgotten.
+    async fn call_pending(
+        &self,
+        conn: &mut PgConnection,
+        appends: &[StreamAppend<'_>],
+        pending: &[usize],
+        guesses: &HashMap<&str, StreamHead>,
+        metadata: &Value,
+        recorded_at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Vec<PgRow>, StoreError> {
+        let (mut rows, roots) = chained(appends, pending, guesses, metadata, recorded_at);
+        let events = rows.iter().map(Rows::len).sum();
+        let flat = Flat::take(
+            pending
+                .iter()
+                .zip(rows.iter_mut())
+                .map(|(&i, rows)| (appends[i].stream_id, appends[i].expected, rows)),
+            &roots,
+            events,
+        );
+        match flat.call_group(conn).await {
+            Ok(answers) => Ok(answers),
+            Err(error) => {
+                for &i in pending {
+                    self.heads.invalidate(appends[i].stream_id);
                 }
-            };
-            // Per stream, the head its first stale append found: that
-            // append and every later one of its stream go again (the
-            // function judged those against a head the stale one did not
-            // move, so their outcomes say nothing).
-            let mut restaled: HashMap<&str, StreamHead> = HashMap::new();
-            for (&i, answer) in pending.iter().zip(&answers) {
-                let append = appends[i];
-                if restaled.contains_key(append.stream_id) {
-                    continue;
-                }
-                match Attempt::from_row(answer, append.stream_id, append.expected) {
-                    Ok(Attempt::Appended(result, head)) => {
-                        self.heads.insert(append.stream_id.to_owned(), head);
-                        results[i] = Some(result);
-                    }
-                    Ok(Attempt::Stale(head)) => {
-                        restaled.insert(append.stream_id, head);
-                    }
-                    Err(error) => {
-                        self.heads.invalidate(append.stream_id);
-                        return Err(error);
-                    }
-                }
-            }
-            for (stream_id, head) in restaled {
-                self.heads.insert(stream_id.to_owned(), head);
-                guesses.insert(stream_id, head);
+                Err(error.into())
             }
         }
-        results
-            .into_iter()
-            .zip(appends)
-            .map(|(result, append)| {
-                result.ok_or_else(|| {
-                    StoreError::Corrupt(format!(
-                        "stream {} moved while its append lock was held: a writer bypassed the store",
-                        append.stream_id
-                    ))
-                })
-            })
-            .collect()
     }
+
+    /// Records the `answers` to the `pending` appends in `results` (and
+    /// their new heads); per stream, the head its first stale append
+    /// found, or the first error.
+    fn settle<'a>(
+        &self,
+        appends: &[StreamAppend<'a>],
+        pending: &[usize],
+        answers: &[PgRow],
+        results: &mut [Option<AppendResult>],
+    ) -> Result<HashMap<&'a str, StreamHead>, StoreError> {
+        // Per stream, the head its first stale append found: that
+        // append and every later one of its stream go again (the
+        // function judged those against a head the stale one did not
+        // move, so their outcomes say nothing).
+        let mut restaled: HashMap<&str, StreamHead> = HashMap::new();
+        for (&i, answer) in pending.iter().zip(answers) {
+            let append = appends[i];
+            if restaled.contains_key(append.stream_id) {
+                continue;
+            }
+            match Attempt::from_row(answer, append.stream_id, append.expected) {
+                Ok(Attempt::Appended(result, head)) => {
+                    self.heads.insert(append.stream_id.to_owned(), head);
+                    results[i] = Some(result);
+                }
+                Ok(Attempt::Stale(head)) => {
+                    restaled.insert(append.stream_id, head);
+                }
+                Err(error) => {
+                    self.heads.invalidate(append.stream_id);
+                    return Err(error);
+                }
+            }
+        }
+        Ok(restaled)
+    }
+}
+
+/// Every append's result, in the order of `appends`; an append still
+/// without one means its stream moved under the lock.
+fn all_appended(
+    results: Vec<Option<AppendResult>>,
+    appends: &[StreamAppend<'_>],
+) -> Result<Vec<AppendResult>, StoreError> {
+    results
+        .into_iter()
+        .zip(appends)
+        .map(|(result, append)| {
+            result.ok_or_else(|| {
+                StoreError::Corrupt(format!(
+                    "stream {} moved while its append lock was held: a writer bypassed the store",
+                    append.stream_id
+                ))
+            })
+        })
+        .collect()
 }
 
 /// The rows of the `pending` appends, each stream's first one hashed onto

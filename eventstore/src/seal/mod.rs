@@ -29,7 +29,7 @@ use chrono::{DateTime, Utc};
 use ed25519_dalek::Signer;
 use serde::Serialize;
 use sqlx::postgres::PgRow;
-use sqlx::{PgPool, Row};
+use sqlx::{PgConnection, PgPool, Row};
 
 use crate::StoreError;
 
@@ -158,62 +158,14 @@ pub async fn seal_now(pool: &PgPool, key: &SealKey) -> Result<Option<Seal>, Stor
     sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('fulcrum.seal', 0))")
         .execute(&mut *tx)
         .await?;
-    let last = sqlx::query(
-        "SELECT seal_id, tree_size, up_to_tx_id, up_to_position, root, frontier
-           FROM seals ORDER BY seal_id DESC LIMIT 1",
-    )
-    .fetch_optional(&mut *tx)
-    .await?;
-    let (seal_id, mut frontier, after, previous) = match &last {
-        None => (1, merkle::Frontier::default(), (0i64, 0i64), NO_PREVIOUS),
-        Some(row) => {
-            let id: i64 = row.try_get("seal_id")?;
-            let size: i64 = row.try_get("tree_size")?;
-            let bytes: Vec<u8> = row.try_get("frontier")?;
-            let frontier = u64::try_from(size)
-                .ok()
-                .and_then(|size| merkle::Frontier::from_bytes(size, &bytes))
-                .ok_or_else(|| StoreError::Corrupt(format!("seal {id}: frontier")))?;
-            let root: Vec<u8> = row.try_get("root")?;
-            let previous: Hash = root
-                .try_into()
-                .map_err(|_| StoreError::Corrupt(format!("seal {id}: root")))?;
-            (
-                id + 1,
-                frontier,
-                (row.try_get("up_to_tx_id")?, row.try_get("up_to_position")?),
-                previous,
-            )
-        }
-    };
-    let rows = sqlx::query(
-        "SELECT tx_id, position, hash FROM events
-          WHERE (tx_id, position) > ($1, $2)
-            AND tx_id < pg_snapshot_xmin(pg_current_snapshot())::text::bigint
-          ORDER BY tx_id, position LIMIT $3",
-    )
-    .bind(after.0)
-    .bind(after.1)
-    .bind(MAX_EVENTS_PER_SEAL)
-    .fetch_all(&mut *tx)
-    .await?;
+    let (seal_id, mut frontier, after, previous) = next_seal(&mut tx).await?;
+    let rows = unsealed(&mut tx, after).await?;
     let Some(last_row) = rows.last() else {
         return Ok(None);
     };
     let up_to_tx_id: i64 = last_row.try_get("tx_id")?;
     let up_to_position: i64 = last_row.try_get("position")?;
-    let mut hashes = Vec::with_capacity(rows.len() * 32);
-    let mut positions = Vec::with_capacity(rows.len() * 8);
-    for row in &rows {
-        let hash: Vec<u8> = row.try_get("hash")?;
-        let position: i64 = row.try_get("position")?;
-        let hash: Hash = hash
-            .try_into()
-            .map_err(|_| StoreError::Corrupt(format!("event at {position}: hash length")))?;
-        frontier.push(merkle::leaf_hash(&hash));
-        hashes.extend_from_slice(&hash);
-        positions.extend_from_slice(&position.to_be_bytes());
-    }
+    let (hashes, positions) = add_leaves(&rows, &mut frontier)?;
     let root = frontier.root();
     let tree_size = frontier.size();
     let text = signed_text(
@@ -248,6 +200,80 @@ pub async fn seal_now(pool: &PgPool, key: &SealKey) -> Result<Option<Seal>, Stor
     tx.commit().await?;
     tracing::debug!(seal_id, tree_size, up_to_position, "sealed");
     Ok(Some(seal))
+}
+
+/// Where the next seal starts, from the latest one: its id, the Merkle
+/// frontier so far, the (tx id, position) checkpoint already sealed, and
+/// the previous root.
+async fn next_seal(
+    tx: &mut PgConnection,
+) -> Result<(i64, merkle::Frontier, (i64, i64), Hash), StoreError> {
+    let last = sqlx::query(
+        "SELECT seal_id, tree_size, up_to_tx_id, up_to_position, root, frontier
+           FROM seals ORDER BY seal_id DESC LIMIT 1",
+    )
+    .fetch_optional(&mut *tx)
+    .await?;
+    Ok(match &last {
+        None => (1, merkle::Frontier::default(), (0i64, 0i64), NO_PREVIOUS),
+        Some(row) => {
+            let id: i64 = row.try_get("seal_id")?;
+            let size: i64 = row.try_get("tree_size")?;
+            let bytes: Vec<u8> = row.try_get("frontier")?;
+            let frontier = u64::try_from(size)
+                .ok()
+                .and_then(|size| merkle::Frontier::from_bytes(size, &bytes))
+                .ok_or_else(|| StoreError::Corrupt(format!("seal {id}: frontier")))?;
+            let root: Vec<u8> = row.try_get("root")?;
+            let previous: Hash = root
+                .try_into()
+                .map_err(|_| StoreError::Corrupt(format!("seal {id}: root")))?;
+            (
+                id + 1,
+                frontier,
+                (row.try_get("up_to_tx_id")?, row.try_get("up_to_position")?),
+                previous,
+            )
+        }
+    })
+}
+
+/// The events after the checkpoint `after` and below the gap-free horizon,
+/// in gap-free global order, at most [`MAX_EVENTS_PER_SEAL`].
+async fn unsealed(tx: &mut PgConnection, after: (i64, i64)) -> Result<Vec<PgRow>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT tx_id, position, hash FROM events
+          WHERE (tx_id, position) > ($1, $2)
+            AND tx_id < pg_snapshot_xmin(pg_current_snapshot())::text::bigint
+          ORDER BY tx_id, position LIMIT $3",
+    )
+    .bind(after.0)
+    .bind(after.1)
+    .bind(MAX_EVENTS_PER_SEAL)
+    .fetch_all(&mut *tx)
+    .await?;
+    Ok(rows)
+}
+
+/// Adds the events of `rows` to `frontier` as leaves; their hashes and
+/// positions, packed as the seal stores them.
+fn add_leaves(
+    rows: &[PgRow],
+    frontier: &mut merkle::Frontier,
+) -> Result<(Vec<u8>, Vec<u8>), StoreError> {
+    let mut hashes = Vec::with_capacity(rows.len() * 32);
+    let mut positions = Vec::with_capacity(rows.len() * 8);
+    for row in rows {
+        let hash: Vec<u8> = row.try_get("hash")?;
+        let position: i64 = row.try_get("position")?;
+        let hash: Hash = hash
+            .try_into()
+            .map_err(|_| StoreError::Corrupt(format!("event at {position}: hash length")))?;
+        frontier.push(merkle::leaf_hash(&hash));
+        hashes.extend_from_slice(&hash);
+        positions.extend_from_slice(&position.to_be_bytes());
+    }
+    Ok((hashes, positions))
 }
 
 /// Seals until nothing new is left (a store far behind takes several
