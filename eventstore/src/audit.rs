@@ -1,10 +1,14 @@
 //! Audit reads: searching the global order under filters, everything one
-//! request caused, and single events by id.
+//! request caused (and how its events caused each other), and single
+//! events by id.
+
+use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use sqlx::{PgExecutor, Postgres, QueryBuilder};
 use uuid::Uuid;
 
+use crate::metadata::EventMetadata;
 use crate::model::{Checkpoint, RecordedEvent};
 use crate::read::{decode, COLUMNS};
 use crate::StoreError;
@@ -121,6 +125,24 @@ pub async fn correlated<'e>(
     rows.iter().map(decode).collect()
 }
 
+/// For `events` in global order, each one's cause: the index of the
+/// earlier event whose id is its `causation_id`, or `None` (a root) when
+/// no earlier event has that id (the cause is a command, comes later in
+/// `events`, or is not in them). A parent always comes before its child,
+/// so following parents never loops, whatever the metadata says.
+pub fn causal_parents(events: &[RecordedEvent]) -> Vec<Option<usize>> {
+    let mut seen: HashMap<String, usize> = HashMap::with_capacity(events.len());
+    let mut parents = Vec::with_capacity(events.len());
+    for (i, event) in events.iter().enumerate() {
+        let cause = EventMetadata::of(&event.metadata)
+            .causation_id
+            .and_then(|id| seen.get(&id).copied());
+        parents.push(cause);
+        seen.insert(event.event_id.to_string(), i);
+    }
+    parents
+}
+
 /// The event with id `event_id`, if stored.
 pub async fn event_by_id<'e>(
     db: impl PgExecutor<'e>,
@@ -151,4 +173,49 @@ pub async fn read_stream_until<'e>(
     .fetch_all(db)
     .await?;
     rows.iter().map(decode).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn caused_by(cause: Option<&RecordedEvent>) -> RecordedEvent {
+        let causation_id = cause.map(|c| c.event_id.to_string());
+        RecordedEvent {
+            event_id: Uuid::new_v4(),
+            stream_id: "order-1".into(),
+            stream_type: "order".into(),
+            version: 1,
+            global_position: 1,
+            event_type: "Placed".into(),
+            schema_version: 1,
+            data: json!({}),
+            metadata: json!({"correlation_id": "c-1", "causation_id": causation_id}),
+            recorded_at: Utc::now(),
+            hash: String::new(),
+            tx_id: 1,
+        }
+    }
+
+    #[test]
+    fn an_event_hangs_under_the_earlier_event_that_caused_it() {
+        let root = caused_by(None);
+        let child = caused_by(Some(&root));
+        let grandchild = caused_by(Some(&child));
+        let sibling = caused_by(Some(&root));
+        let events = [root, child, grandchild, sibling];
+        assert_eq!(causal_parents(&events), [None, Some(0), Some(1), Some(0)]);
+    }
+
+    #[test]
+    fn a_cause_that_comes_later_or_not_at_all_makes_a_root() {
+        let later = caused_by(None);
+        let early = caused_by(Some(&later));
+        let elsewhere = caused_by(Some(&caused_by(None)));
+        let mut itself = caused_by(None);
+        itself.metadata = json!({"causation_id": itself.event_id.to_string()});
+        let events = [early, later, elsewhere, itself];
+        assert_eq!(causal_parents(&events), [None, None, None, None]);
+    }
 }
