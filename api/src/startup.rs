@@ -1,26 +1,22 @@
 //! Start-up as a value: [`Application::build`] then [`Application::run_until_stopped`].
 
-use std::net::SocketAddr;
+mod roles;
 
+use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 
 use anyhow::Context;
 use axum::extract::FromRef;
 use axum::Router;
 use commands::{CommandHandler, ExecutorConfig};
+use eventstore::seal::SealKey;
 use eventstore::EventStore;
-use std::future::Future;
-
 use projections::status::OnError;
-use projections::Projection;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio::task::JoinSet;
 
-use eventstore::leader::SingleActive;
-use eventstore::seal::SealKey;
-use saga::gateway::{PgBooks, SandboxConfig, SandboxGateway};
-use saga::Orchestrator;
+use roles::Tasks;
 
 use crate::auth::Authenticator;
 use crate::config::{DatabaseConfig, KafkaConfig, Role, SagaSettings, ServeConfig};
@@ -238,173 +234,14 @@ impl Application {
     /// [`Application::run_until_stopped`] with a custom stop signal.
     pub async fn run_until(self, stop: impl Future<Output = ()>) -> anyhow::Result<()> {
         let (stop_tx, stop_rx) = watch::channel(false);
-        let stopped = || {
-            let mut rx = stop_rx.clone();
-            async move {
-                let _ = rx.wait_for(|stop| *stop).await;
-            }
-        };
-        let mut tasks: JoinSet<(String, anyhow::Result<()>)> = JoinSet::new();
+        let mut tasks = Tasks::new();
         if let Some((listener, router)) = self.http {
-            tracing::info!(addr = %listener.local_addr()?, "serving HTTP");
-            let stop = stopped();
-            tasks.spawn(async move {
-                let addresses = Arc::new(crate::ratelimit::Limit::per_second(self.rate_limit));
-                let served = crate::serve::serve(listener, router, addresses, stop)
-                    .await
-                    .context("HTTP server failed");
-                ("api".to_owned(), served)
-            });
+            roles::spawn_http(&mut tasks, listener, router, self.rate_limit, &stop_rx)?;
         }
         if let Some(background) = self.background {
-            if background.roles.contains(&Role::Relay) {
-                let store = background.store.clone();
-                let config = background.kafka.relay();
-                let stats = background.metrics.relay();
-                let stop = stopped();
-                tasks.spawn(async move {
-                    // Any number of processes may run the relay role; one
-                    // publishes, the others stand by.
-                    let relayed = SingleActive::new(&store, "relay")
-                        .run(stop, |stop| {
-                            let relay = eventstore::Relay::new(store.clone(), config.clone());
-                            let stats = stats.clone();
-                            async move { relay?.with_stats(stats).run(stop).await }
-                        })
-                        .await
-                        .context("relay failed");
-                    ("relay".to_owned(), relayed)
-                });
-            }
-            if background.roles.contains(&Role::Projector) {
-                for projection in Projection::ALL {
-                    let store = background.store.clone();
-                    let config = background.kafka.projector();
-                    let stop = stopped();
-                    let probe = background.metrics.projector(projection);
-                    tasks.spawn(async move {
-                        let projected =
-                            projections::worker::run(store, projection, config, probe, stop)
-                                .await
-                                .with_context(|| format!("{projection} projector failed"));
-                        (format!("projector {projection}"), projected)
-                    });
-                }
-                // This process's own writes reach its read models at once;
-                // the projectors' copies of them are then duplicates.
-                let fed = Projection::ALL
-                    .into_iter()
-                    .map(|projection| (projection, background.metrics.projector(projection)))
-                    .collect();
-                let (store, stop) = (background.store.clone(), stopped());
-                tasks.spawn(async move {
-                    projections::local::run(store, fed, stop).await;
-                    ("local feed".to_owned(), Ok(()))
-                });
-            }
-            if let (true, Some((key, interval))) = (
-                background.roles.contains(&Role::Sealer),
-                background.seal.clone(),
-            ) {
-                let store = background.store.clone();
-                let stop = stopped();
-                tasks.spawn(async move {
-                    let sealed = SingleActive::new(&store, "sealer")
-                        .run(stop, |stop| {
-                            eventstore::seal::run(store.pool().clone(), key.clone(), interval, stop)
-                        })
-                        .await
-                        .context("sealer failed");
-                    ("sealer".to_owned(), sealed)
-                });
-            }
-            if background.roles.contains(&Role::Saga) {
-                spawn_saga(&mut tasks, &background, &stop_rx);
-            }
+            roles::spawn_background(&mut tasks, &background, &stop_rx);
         }
-        let mut failure = None;
-        tokio::select! {
-            () = stop => {}
-            Some(done) = tasks.join_next() => {
-                failure = Some(ended(done));
-            }
-        }
-        let _ = stop_tx.send(true);
-        while let Some(done) = tasks.join_next().await {
-            let error = ended(done);
-            if failure.is_none() {
-                failure = Some(error);
-            }
-        }
-        match failure {
-            Some(Err(error)) => Err(error),
-            _ => Ok(()),
-        }
-    }
-}
-
-/// Starts the order saga: the sandbox payment gateway, its webhook and
-/// the orchestrator, as one role task.
-fn spawn_saga(
-    tasks: &mut JoinSet<(String, anyhow::Result<()>)>,
-    background: &Background,
-    stop: &watch::Receiver<bool>,
-) {
-    let stopped = || {
-        let mut rx = stop.clone();
-        async move {
-            let _ = rx.wait_for(|stop| *stop).await;
-        }
-    };
-    let config = background.saga.config(background.kafka.consumer());
-    // The sandbox's books in Postgres: any process may capture, void or
-    // refund what another authorised, and they outlive a restart.
-    let books = std::sync::Arc::new(PgBooks::new(background.store.pool().clone()));
-    let (gateway, callbacks) = SandboxGateway::with_books(
-        SandboxConfig {
-            // `tok_late` approves a second after the saga gave up on it.
-            late_delay: config.payment_deadline + std::time::Duration::from_secs(1),
-            ..SandboxConfig::default()
-        },
-        books,
-    );
-    let sagas = saga::SagaStore::new(background.store.clone());
-    let commands = background.commands.clone();
-    let orchestrator = Orchestrator::new(
-        sagas.clone(),
-        commands.clone(),
-        gateway,
-        config,
-        background.metrics.saga(),
-    );
-    let local = Some(orchestrator.local_facts());
-    let _ = background.local_saga.set(orchestrator.local_facts());
-    let webhook = saga::webhook::run(sagas, commands, callbacks, local, stopped());
-    let stop = stopped();
-    tasks.spawn(async move {
-        let webhook = tokio::spawn(webhook);
-        let run = orchestrator
-            .run(stop)
-            .await
-            .context("saga orchestrator failed");
-        let _ = webhook.await;
-        ("saga".to_owned(), run)
-    });
-}
-
-/// Logs how a role's task ended; an error when it failed, or when it
-/// stopped before it was told to.
-fn ended(done: Result<(String, anyhow::Result<()>), tokio::task::JoinError>) -> anyhow::Result<()> {
-    match done {
-        Ok((role, Ok(()))) => {
-            tracing::info!(%role, "stopped");
-            Ok(())
-        }
-        Ok((role, Err(error))) => {
-            tracing::error!(%role, error = format!("{error:#}"), "role failed; stopping the others");
-            Err(error)
-        }
-        Err(error) => Err(anyhow::anyhow!("a role's task panicked: {error}")),
+        roles::supervise(tasks, stop, stop_tx).await
     }
 }
 

@@ -60,7 +60,19 @@ pub fn router(state: AppState) -> Router {
 /// document parameters, bodies, answers and errors; the closure adds the
 /// summary, roles, typed path and query, and route-specific errors).
 pub fn contract() -> ApiRouter<AppState> {
-    ApiRouter::new()
+    let routes = ApiRouter::new();
+    let routes = health_routes(routes);
+    let routes = catalogue_routes(routes);
+    let routes = order_routes(routes);
+    let routes = projection_routes(routes);
+    let routes = saga_routes(routes);
+    let routes = audit_stream_routes(routes);
+    audit_trail_routes(routes)
+}
+
+/// The probes: liveness and readiness (no token).
+fn health_routes(routes: ApiRouter<AppState>) -> ApiRouter<AppState> {
+    routes
         .api_route(
             "/healthz",
             get_with(health::healthz, |op| op.summary("Liveness (no token)")),
@@ -72,6 +84,12 @@ pub fn contract() -> ApiRouter<AppState> {
                     .with(unavailable)
             }),
         )
+}
+
+/// The catalogue and stock: defining products, reading them, receiving
+/// stock.
+fn catalogue_routes(routes: ApiRouter<AppState>) -> ApiRouter<AppState> {
+    routes
         .api_route(
             "/api/v1/products",
             post_with(products::define, |op| {
@@ -102,6 +120,12 @@ pub fn contract() -> ApiRouter<AppState> {
                     .with(conflict)
             }),
         )
+}
+
+/// Orders: placing, listing, reading, and the commands on one order;
+/// the sales figures they add up to.
+fn order_routes(routes: ApiRouter<AppState>) -> ApiRouter<AppState> {
+    routes
         .api_route(
             "/api/v1/orders",
             post_with(orders::place, |op| {
@@ -154,6 +178,12 @@ pub fn contract() -> ApiRouter<AppState> {
                     .with(query::<SalesQuery>)
             }),
         )
+}
+
+/// The operators' view of the projections: positions, dead letters,
+/// rebuilds.
+fn projection_routes(routes: ApiRouter<AppState>) -> ApiRouter<AppState> {
+    routes
         .api_route(
             "/api/v1/admin/projections",
             get_with(admin::projections, |op| {
@@ -181,6 +211,12 @@ pub fn contract() -> ApiRouter<AppState> {
                     .with(conflict)
             }),
         )
+}
+
+/// The operators' view of the order sagas: listing, reading, retrying,
+/// aborting.
+fn saga_routes(routes: ApiRouter<AppState>) -> ApiRouter<AppState> {
+    routes
         .api_route(
             "/api/v1/admin/sagas",
             get_with(sagas::list, |op| {
@@ -218,6 +254,11 @@ pub fn contract() -> ApiRouter<AppState> {
                     .with(conflict)
             }),
         )
+}
+
+/// The audit of one stream: its events, its hash chain, its past state.
+fn audit_stream_routes(routes: ApiRouter<AppState>) -> ApiRouter<AppState> {
+    routes
         .api_route(
             "/api/v1/audit/streams/{stream_id}/events",
             get_with(audit::stream_events, |op| {
@@ -247,6 +288,12 @@ pub fn contract() -> ApiRouter<AppState> {
                     .with(conflict)
             }),
         )
+}
+
+/// The audit trail across streams: search, inclusion proofs, everything
+/// one request caused, seals.
+fn audit_trail_routes(routes: ApiRouter<AppState>) -> ApiRouter<AppState> {
+    routes
         .api_route(
             "/api/v1/audit/events",
             get_with(audit::events, |op| {
