@@ -113,57 +113,16 @@ pub fn command(
     let order_id = saga.order_id;
     let payment = &saga.payment;
     Ok(Some(match step {
-        Step::ReserveStock { sku } => {
-            let quantity = saga
-                .lines
-                .iter()
-                .find(|line| &line.sku == sku)
-                .map(|line| line.quantity)
-                .ok_or_else(|| format!("the order has no line of {sku}"))?;
-            ProcessCommand::Inventory {
-                sku: sku.clone(),
-                command: InventoryCommand::ReserveStock {
-                    sku: sku.clone(),
-                    order_id,
-                    quantity,
-                },
-            }
-        }
+        Step::ReserveStock { sku } => reserve_stock(saga, sku)?,
         Step::AuthorizePayment => return Ok(None),
-        Step::RequestShipment => {
-            let address = saga
-                .shipping_address
-                .clone()
-                .ok_or_else(|| "no shipping address".to_owned())?;
-            let command = if config.ships_to(&address.country) {
-                ShipmentCommand::RequestShipment { order_id, address }
-            } else {
-                ShipmentCommand::RejectShipment {
-                    order_id,
-                    reason: format!("we do not ship to {}", address.country),
-                }
-            };
-            ProcessCommand::Shipment { order_id, command }
-        }
+        Step::RequestShipment => request_shipment(config, saga)?,
         Step::CapturePayment => payment_command(order_id, PaymentCommand::CapturePayment),
         Step::ConfirmOrder => order_command(order_id, OrderCommand::ConfirmOrder),
         Step::CommitStock { sku } => ProcessCommand::Inventory {
             sku: sku.clone(),
             command: InventoryCommand::CommitStock { order_id },
         },
-        Step::ShipShipment => {
-            let (carrier, tracking_number) = saga
-                .carrier
-                .clone()
-                .ok_or_else(|| "the order's carrier is not known yet".to_owned())?;
-            ProcessCommand::Shipment {
-                order_id,
-                command: ShipmentCommand::ShipShipment {
-                    carrier,
-                    tracking_number,
-                },
-            }
-        }
+        Step::ShipShipment => ship_shipment(saga)?,
         Step::DeliverShipment => ProcessCommand::Shipment {
             order_id,
             command: ShipmentCommand::DeliverShipment,
@@ -188,6 +147,62 @@ pub fn command(
             },
         ),
     }))
+}
+
+/// The command reserving the units of `sku` the order of `saga` has a
+/// line of.
+fn reserve_stock(saga: &Saga, sku: &str) -> Result<ProcessCommand, String> {
+    let order_id = saga.order_id;
+    let quantity = saga
+        .lines
+        .iter()
+        .find(|line| line.sku == sku)
+        .map(|line| line.quantity)
+        .ok_or_else(|| format!("the order has no line of {sku}"))?;
+    Ok(ProcessCommand::Inventory {
+        sku: sku.to_owned(),
+        command: InventoryCommand::ReserveStock {
+            sku: sku.to_owned(),
+            order_id,
+            quantity,
+        },
+    })
+}
+
+/// The command requesting the order's shipment to its address, or
+/// rejecting it when `config` does not ship to that country.
+fn request_shipment(config: &SagaConfig, saga: &Saga) -> Result<ProcessCommand, String> {
+    let order_id = saga.order_id;
+    let address = saga
+        .shipping_address
+        .clone()
+        .ok_or_else(|| "no shipping address".to_owned())?;
+    let command = if config.ships_to(&address.country) {
+        ShipmentCommand::RequestShipment { order_id, address }
+    } else {
+        ShipmentCommand::RejectShipment {
+            order_id,
+            reason: format!("we do not ship to {}", address.country),
+        }
+    };
+    Ok(ProcessCommand::Shipment { order_id, command })
+}
+
+/// The command shipping the order's shipment with the carrier the
+/// operator named.
+fn ship_shipment(saga: &Saga) -> Result<ProcessCommand, String> {
+    let order_id = saga.order_id;
+    let (carrier, tracking_number) = saga
+        .carrier
+        .clone()
+        .ok_or_else(|| "the order's carrier is not known yet".to_owned())?;
+    Ok(ProcessCommand::Shipment {
+        order_id,
+        command: ShipmentCommand::ShipShipment {
+            carrier,
+            tracking_number,
+        },
+    })
 }
 
 fn payment_command(order_id: Uuid, command: PaymentCommand) -> ProcessCommand {

@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use commands::{Appended, CausedBy, CommandHandler, Prepared, ProcessCommand};
-use domain::saga::{SagaCommand, SagaEvent, Step, StepStatus};
+use domain::saga::{Saga, SagaCommand, SagaEvent, Step, StepStatus};
 use domain::{Aggregate, StreamKind};
 use eventstore::stream_type;
 use uuid::Uuid;
@@ -84,94 +84,22 @@ pub(super) async fn inline_steps(
                     .map(|(k, e)| (Some(k), e)),
             );
         }
-        for (event, event_id) in &draft.events[scanned..] {
-            let SagaEvent::SagaStepStarted {
-                step,
-                attempt,
-                command_id,
-                ..
-            } = event
+        wanted.extend(
+            started_plain_steps(draft, inline.config, scanned, &correlation_id)
+                .into_iter()
+                .map(|e| (None, e)),
+        );
+        scanned = draft.events.len();
+        let mut observed = Vec::new();
+        for (extra, wanted) in wanted {
+            let Some((command, facts)) =
+                prepare_wanted(draft, inline, &wanted, prepared, now, first_try).await?
             else {
                 continue;
             };
-            if steps::calls_gateway(step) {
-                continue;
-            }
-            let Ok(Some(command)) = steps::command(inline.config, &draft.saga, step) else {
-                continue;
-            };
-            let cause = CausedBy {
-                command_id: *command_id,
-                correlation_id: correlation_id.clone(),
-                causation_id: event_id.to_string(),
-                actor: "saga".into(),
-                traceparent: eventstore::trace::next_hop(),
-            };
-            let step = Some((step.clone(), *attempt));
-            wanted.push((
-                None,
-                Extra {
-                    command,
-                    cause,
-                    step,
-                },
-            ));
-        }
-        scanned = draft.events.len();
-        let mut observed = Vec::new();
-        for (
-            extra,
-            Extra {
-                command,
-                cause,
-                step,
-            },
-        ) in wanted
-        {
-            // One command per stream and change: a second would be decided
-            // on a state that misses the first.
-            if prepared
-                .iter()
-                .any(|done| done.command.stream_id() == command.stream_id())
-            {
-                continue;
-            }
-            // An order's payment and shipment streams begin with what its
-            // saga does: one the saga never heard of is most likely new (the
-            // expected version catches one that is not; the retry reads it).
-            let stream = command.stream_id();
-            let new = first_try
-                && matches!(
-                    StreamKind::of(&stream),
-                    Some(StreamKind::Payment | StreamKind::Shipment)
-                )
-                && !draft.saga.seen.contains_key(&stream);
-            // Refused (perhaps on a stale cache) or a no-op: sent as usual.
-            let Ok(Some(command)) = inline.commands.prepare(&command, &cause, new).await else {
-                continue;
-            };
-            let facts = facts_of(draft.saga.order_id, &command.appended(), now);
-            // A step must end with what its command appended; if it would
-            // stay open it is sent as usual, under its idempotency key.
-            if let Some((step, attempt)) = &step {
-                let mut trial = draft.saga.clone();
-                for fact in &facts {
-                    for event in trial.decide(fact)? {
-                        trial = trial.evolve(&event);
-                    }
-                }
-                let open = trial
-                    .steps
-                    .get(step)
-                    .is_some_and(|s| s.attempt == *attempt && s.status == StepStatus::Started);
-                if open {
-                    command.abandoned().await;
-                    continue;
-                }
-            }
             observed.extend(facts);
             prepared.push(Done {
-                step,
+                step: wanted.step,
                 extra,
                 command,
             });
@@ -188,6 +116,120 @@ pub(super) async fn inline_steps(
         })?;
     }
     Ok(())
+}
+
+/// The commands of the steps started by the draft's events from
+/// `scanned` on that are plain commands (payment steps call the gateway
+/// first), each caused by the event that started it.
+fn started_plain_steps(
+    draft: &Draft,
+    config: &SagaConfig,
+    scanned: usize,
+    correlation_id: &str,
+) -> Vec<Extra> {
+    let mut started = Vec::new();
+    for (event, event_id) in &draft.events[scanned..] {
+        let SagaEvent::SagaStepStarted {
+            step,
+            attempt,
+            command_id,
+            ..
+        } = event
+        else {
+            continue;
+        };
+        if steps::calls_gateway(step) {
+            continue;
+        }
+        let Ok(Some(command)) = steps::command(config, &draft.saga, step) else {
+            continue;
+        };
+        let cause = CausedBy {
+            command_id: *command_id,
+            correlation_id: correlation_id.to_owned(),
+            causation_id: event_id.to_string(),
+            actor: "saga".into(),
+            traceparent: eventstore::trace::next_hop(),
+        };
+        let step = Some((step.clone(), *attempt));
+        started.push(Extra {
+            command,
+            cause,
+            step,
+        });
+    }
+    started
+}
+
+/// Prepares the `wanted` command inside the change: the prepared command
+/// and the facts its events state, or `None` when it is left to be sent
+/// as usual (its stream already has a command in this change, it is
+/// refused or a no-op, or its step would stay open).
+async fn prepare_wanted(
+    draft: &Draft,
+    inline: &Inline<'_>,
+    wanted: &Extra,
+    prepared: &[Done],
+    now: DateTime<Utc>,
+    first_try: bool,
+) -> Result<Option<(Prepared, Vec<SagaCommand>)>, SagaError> {
+    let Extra {
+        command,
+        cause,
+        step,
+    } = wanted;
+    // One command per stream and change: a second would be decided
+    // on a state that misses the first.
+    if prepared
+        .iter()
+        .any(|done| done.command.stream_id() == command.stream_id())
+    {
+        return Ok(None);
+    }
+    // An order's payment and shipment streams begin with what its
+    // saga does: one the saga never heard of is most likely new (the
+    // expected version catches one that is not; the retry reads it).
+    let stream = command.stream_id();
+    let new = first_try
+        && matches!(
+            StreamKind::of(&stream),
+            Some(StreamKind::Payment | StreamKind::Shipment)
+        )
+        && !draft.saga.seen.contains_key(&stream);
+    // Refused (perhaps on a stale cache) or a no-op: sent as usual.
+    let Ok(Some(command)) = inline.commands.prepare(command, cause, new).await else {
+        return Ok(None);
+    };
+    let facts = facts_of(draft.saga.order_id, &command.appended(), now);
+    // A step must end with what its command appended; if it would
+    // stay open it is sent as usual, under its idempotency key.
+    if let Some((step, attempt)) = step {
+        if stays_open(&draft.saga, &facts, step, *attempt)? {
+            command.abandoned().await;
+            return Ok(None);
+        }
+    }
+    Ok(Some((command, facts)))
+}
+
+/// Whether attempt `attempt` of `step` would still be started once `saga`
+/// observed `facts`.
+fn stays_open(
+    saga: &Saga,
+    facts: &[SagaCommand],
+    step: &Step,
+    attempt: u32,
+) -> Result<bool, SagaError> {
+    let mut trial = saga.clone();
+    for fact in facts {
+        for event in trial.decide(fact)? {
+            trial = trial.evolve(&event);
+        }
+    }
+    Ok(trial
+        .steps
+        .get(step)
+        .is_some_and(|s| s.attempt == attempt && s.status == StepStatus::Started))
 }
 
 /// The facts `events` (appended for the saga of `order_id`) state, as
