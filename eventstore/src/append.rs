@@ -131,29 +131,60 @@ pub async fn append_in(
     metadata: &Value,
 ) -> Result<AppendResult, StoreError> {
     validate(stream_id, events, metadata)?;
-    let recorded_at = now_micros();
-    let mut base = StreamHead::EMPTY;
-    // The first call takes the lock; if the guessed base was not the head,
-    // the second call runs under the lock and cannot miss again.
-    for _ in 0..2 {
-        match attempt(
-            conn,
-            stream_id,
-            expected,
-            base,
-            events,
-            metadata,
-            recorded_at,
-        )
-        .await?
-        {
-            Attempt::Appended(result, _) => return Ok(result),
-            Attempt::Stale(head) => base = head,
+    let append = OneAppend {
+        stream_id,
+        expected,
+        events,
+        metadata,
+        recorded_at: now_micros(),
+    };
+    let (result, _) = append.onto(conn, StreamHead::EMPTY).await?;
+    Ok(result)
+}
+
+/// One append to one stream, validated, as the store's append paths hand
+/// it to [`OneAppend::onto`].
+pub(crate) struct OneAppend<'a> {
+    pub stream_id: &'a str,
+    pub expected: ExpectedVersion,
+    pub events: &'a [NewEvent],
+    pub metadata: &'a Value,
+    pub recorded_at: DateTime<Utc>,
+}
+
+impl OneAppend<'_> {
+    /// Writes the events hashed onto `base`, the head the caller guesses,
+    /// in the transaction on `conn`: the first call of `fulcrum_append`
+    /// takes the stream's lock; a stale guess costs a second call, which
+    /// runs under the lock and cannot miss (a third covers a guess of the
+    /// empty stream that was already stale). The result and the new head.
+    pub(crate) async fn onto(
+        &self,
+        conn: &mut PgConnection,
+        base: StreamHead,
+    ) -> Result<(AppendResult, StreamHead), StoreError> {
+        let mut base = base;
+        for _ in 0..3 {
+            match attempt(
+                conn,
+                self.stream_id,
+                self.expected,
+                base,
+                self.events,
+                self.metadata,
+                self.recorded_at,
+            )
+            .await?
+            {
+                Attempt::Appended(result, head) => return Ok((result, head)),
+                Attempt::Stale(head) => base = head,
+            }
         }
+        Err(StoreError::Corrupt(format!(
+            "stream {} moved while its append lock was held: a writer bypassed the store",
+            self.stream_id
+        )))
     }
-    Err(StoreError::Corrupt(format!(
-        "stream {stream_id} moved while its append lock was held: a writer bypassed append_in"
-    )))
 }
 
 /// A stream's version and last hash: what the next event chains onto.

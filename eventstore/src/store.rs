@@ -9,7 +9,7 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::append::{
-    append_in, attempt, lock_stream, now_micros, validate, Attempt, Rows, StreamHead,
+    append_in, lock_stream, now_micros, validate, Attempt, OneAppend, Rows, StreamHead,
 };
 use crate::group::{GroupWriter, Heads};
 use crate::idempotency::{self, Claim};
@@ -154,41 +154,28 @@ impl EventStore {
             _ => self.heads.get(stream_id).unwrap_or(StreamHead::EMPTY),
         };
         let rows = Rows::build(stream_id, guess, events, metadata, recorded_at);
-        let mut base = match self.group.submit(stream_id, expected, rows, bytes).await {
+        let base = match self.group.submit(stream_id, expected, rows, bytes).await {
             Ok(Attempt::Appended(result, _)) => return Ok(result),
             Ok(Attempt::Stale(head)) => head,
             Err(error) => return Err(error),
         };
         // The head moved under this process (another process appended):
         // continue in a transaction that holds the stream's lock.
+        let append = OneAppend {
+            stream_id,
+            expected,
+            events,
+            metadata,
+            recorded_at,
+        };
         let mut conn = self.pool.acquire().await?;
         let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-        for _ in 0..2 {
-            match attempt(
-                &mut tx,
-                stream_id,
-                expected,
-                base,
-                events,
-                metadata,
-                recorded_at,
-            )
-            .await
-            {
-                Ok(Attempt::Appended(result, head)) => {
-                    tx.commit().await?;
-                    return Ok(self.appended(stream_id, result, head));
-                }
-                Ok(Attempt::Stale(head)) => base = head,
-                Err(error) => {
-                    self.heads.invalidate(stream_id);
-                    return Err(error);
-                }
-            }
-        }
-        Err(StoreError::Corrupt(format!(
-            "stream {stream_id} moved while its append lock was held: a writer bypassed the store"
-        )))
+        let (result, head) =
+            self.forgetting_on_error(stream_id, append.onto(&mut tx, base).await)?;
+        tx.commit().await?;
+        self.heads.insert(stream_id.to_owned(), head);
+        self.committed();
+        Ok(result)
     }
 
     /// [`append_in`] inside the caller's transaction on `conn`, hashing onto
@@ -204,48 +191,35 @@ impl EventStore {
         metadata: &Value,
     ) -> Result<AppendResult, StoreError> {
         validate(stream_id, events, metadata)?;
-        let recorded_at = now_micros();
-        let mut base = match expected {
+        let append = OneAppend {
+            stream_id,
+            expected,
+            events,
+            metadata,
+            recorded_at: now_micros(),
+        };
+        let guess = match expected {
             ExpectedVersion::NoStream | ExpectedVersion::Exact(0) => StreamHead::EMPTY,
             _ => self.heads.get(stream_id).unwrap_or(StreamHead::EMPTY),
         };
-        // The first call takes the lock; if the guess was stale, the second
-        // runs under the lock and cannot miss; the third only covers a guess
-        // of the empty stream that was already stale.
-        for _ in 0..3 {
-            match attempt(
-                conn,
-                stream_id,
-                expected,
-                base,
-                events,
-                metadata,
-                recorded_at,
-            )
-            .await
-            {
-                Ok(Attempt::Appended(result, head)) => {
-                    // Remembered before the caller commits: should it roll
-                    // back, the next guess is stale and costs one more trip.
-                    self.heads.insert(stream_id.to_owned(), head);
-                    return Ok(result);
-                }
-                Ok(Attempt::Stale(head)) => base = head,
-                Err(error) => {
-                    self.heads.invalidate(stream_id);
-                    return Err(error);
-                }
-            }
-        }
-        Err(StoreError::Corrupt(format!(
-            "stream {stream_id} moved while its append lock was held: a writer bypassed the store"
-        )))
+        let (result, head) = self.forgetting_on_error(stream_id, append.onto(conn, guess).await)?;
+        // Remembered before the caller commits: should it roll back, the
+        // next guess is stale and costs one more trip.
+        self.heads.insert(stream_id.to_owned(), head);
+        Ok(result)
     }
 
-    fn appended(&self, stream_id: &str, result: AppendResult, head: StreamHead) -> AppendResult {
-        self.heads.insert(stream_id.to_owned(), head);
-        self.committed();
-        result
+    /// `appended` as it is, forgetting the head this process knows of
+    /// `stream_id` when the append failed (the next append reads it).
+    fn forgetting_on_error<T>(
+        &self,
+        stream_id: &str,
+        appended: Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        if appended.is_err() {
+            self.heads.invalidate(stream_id);
+        }
+        appended
     }
 
     /// Like [`EventStore::append`], under an idempotency key: a retry with the
