@@ -154,12 +154,7 @@ impl SagaSettings {
         config.retry_min = Duration::from_millis(self.saga_retry_min_ms);
         config.retry_max =
             Duration::from_millis(self.saga_retry_max_ms.max(self.saga_retry_min_ms));
-        config.ship_to = self
-            .ship_to
-            .iter()
-            .map(|c| c.trim().to_owned())
-            .filter(|c| !c.is_empty())
-            .collect();
+        config.ship_to = domain::shipment::ShipTo::only(self.ship_to.iter().cloned());
         config
     }
 }

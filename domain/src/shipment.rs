@@ -20,6 +20,50 @@ use crate::{Address, Aggregate, DomainError};
 /// answered with `ShipmentRejected`.
 pub const UNSUPPORTED_COUNTRIES: &[&str] = &["XX"];
 
+/// Where orders are shipped: the countries the business ships to (none
+/// named: every country), less those no carrier serves
+/// ([`UNSUPPORTED_COUNTRIES`]). The one place that decides whether an
+/// address is shipped to, and why not.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ShipTo {
+    countries: Vec<String>,
+}
+
+impl ShipTo {
+    /// Shipping to `countries` only (ISO 3166-1 alpha-2, any case); blank
+    /// entries are dropped, and no country at all means every country.
+    pub fn only(countries: impl IntoIterator<Item = String>) -> Self {
+        ShipTo {
+            countries: countries
+                .into_iter()
+                .map(|c| c.trim().to_owned())
+                .filter(|c| !c.is_empty())
+                .collect(),
+        }
+    }
+
+    /// Why an order to `country` is not shipped, as its `ShipmentRejected`
+    /// records it; `None` when it is shipped.
+    pub fn refusal(&self, country: &str) -> Option<String> {
+        let named = self.countries.is_empty()
+            || self
+                .countries
+                .iter()
+                .any(|c| c.eq_ignore_ascii_case(country));
+        if !named {
+            return Some(format!("we do not ship to {country}"));
+        }
+        carriers_refuse(country)
+    }
+}
+
+/// Why no carrier takes a shipment to `country`, if none does.
+fn carriers_refuse(country: &str) -> Option<String> {
+    UNSUPPORTED_COUNTRIES
+        .contains(&country)
+        .then(|| format!("unsupported destination country {country}"))
+}
+
 /// What can be asked of a shipment.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "type", content = "data", deny_unknown_fields)]
@@ -165,11 +209,8 @@ impl Shipment {
                 )))
             };
         }
-        if UNSUPPORTED_COUNTRIES.contains(&address.country.as_str()) {
-            return Ok(vec![ShipmentEvent::ShipmentRejected {
-                order_id,
-                reason: format!("unsupported destination country {}", address.country),
-            }]);
+        if let Some(reason) = carriers_refuse(&address.country) {
+            return Ok(vec![ShipmentEvent::ShipmentRejected { order_id, reason }]);
         }
         Ok(vec![ShipmentEvent::ShipmentRequested {
             order_id,

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use domain::saga::Timings;
+use domain::shipment::ShipTo;
 use domain::StreamKind;
 use eventstore::kafka::ConsumerSettings;
 
@@ -28,10 +29,10 @@ pub struct SagaConfig {
     /// How often the timer looks for sagas with a due deadline or retry
     /// (default 250 ms).
     pub sweep_interval: Duration,
-    /// The countries (ISO 3166-1 alpha-2) the business ships to; a
-    /// shipment elsewhere is rejected (`shipment_rejected`). Empty (the
-    /// default): every country but `XX`, which no carrier serves.
-    pub ship_to: Vec<String>,
+    /// Where the business ships; a shipment elsewhere is rejected
+    /// (`shipment_rejected`). The default: every country but `XX`, which
+    /// no carrier serves.
+    pub ship_to: ShipTo,
     /// Messages received per batch (default 256).
     pub batch_size: usize,
     /// Sagas worked on at once (default 64); one saga's messages are
@@ -50,7 +51,7 @@ impl SagaConfig {
             retry_min: Duration::from_millis(200),
             retry_max: Duration::from_secs(10),
             sweep_interval: Duration::from_millis(250),
-            ship_to: Vec::new(),
+            ship_to: ShipTo::default(),
             batch_size: 256,
             concurrency: 64,
         }
@@ -72,11 +73,6 @@ impl SagaConfig {
         .iter()
         .map(|t| self.kafka.topic(t.as_str()))
         .collect()
-    }
-
-    /// Whether the business ships to `country`.
-    pub fn ships_to(&self, country: &str) -> bool {
-        self.ship_to.is_empty() || self.ship_to.iter().any(|c| c.eq_ignore_ascii_case(country))
     }
 
     /// The step deadlines as the domain takes them.

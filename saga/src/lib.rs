@@ -25,5 +25,5 @@ pub mod webhook;
 pub use config::SagaConfig;
 pub use error::SagaError;
 pub use orchestrator::{LocalFacts, Orchestrator, SagaProbe};
-pub use steps::payment_key;
+pub use steps::{gateway_keys, StepError};
 pub use store::{stream_id, Cause, Changed, SagaStore};

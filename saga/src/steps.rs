@@ -3,19 +3,69 @@
 //! repeat: the gateway is idempotent by key, and commands by their
 //! deterministic id.
 
-use commands::{Appended, CausedBy, CommandHandler, ProcessCommand};
+use commands::{Appended, CausedBy, CommandError, CommandHandler, ProcessCommand};
 use domain::order::OrderCommand;
 use domain::saga::{Saga, Step};
 use domain::{InventoryCommand, PaymentCommand, ShipmentCommand};
 use uuid::Uuid;
 
-use crate::gateway::{AuthorizationRequest, PaymentGateway};
+use crate::gateway::{AuthorizationRequest, GatewayError, PaymentGateway};
 use crate::SagaConfig;
 
-/// The gateway idempotency key of an order's authorisation. The same for
-/// every attempt, so that a retry never authorises twice.
-pub fn payment_key(order_id: Uuid) -> String {
-    format!("pay-{order_id}")
+/// Why an attempt of a step failed; its text is recorded as the attempt's
+/// failure (`SagaStepFailed.error`).
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    /// A payment step after the authorisation, with none recorded.
+    #[error("no authorisation recorded")]
+    NoAuthorization,
+    /// A stock step for a SKU the order has no line of.
+    #[error("the order has no line of {0}")]
+    NoLine(String),
+    /// The shipment request of a saga that knows no address.
+    #[error("no shipping address")]
+    NoShippingAddress,
+    /// Shipping before the operator named the carrier.
+    #[error("the order's carrier is not known yet")]
+    NoCarrier,
+    /// Cancelling the order of a saga that did not fail.
+    #[error("the saga has no reason to cancel")]
+    NoCancelReason,
+    /// The payment gateway refused or failed the call.
+    #[error(transparent)]
+    Gateway(#[from] GatewayError),
+    /// The step's command failed.
+    #[error(transparent)]
+    Command(#[from] CommandError),
+}
+
+/// The payment gateway's idempotency keys of an order's payment steps, in
+/// one place: the same for every attempt of a step, so that a retry never
+/// moves money twice.
+pub mod gateway_keys {
+    use uuid::Uuid;
+
+    /// The key of an order's authorisation.
+    pub fn authorization(order_id: Uuid) -> String {
+        format!("pay-{order_id}")
+    }
+
+    /// The key of an order's capture.
+    pub fn capture(order_id: Uuid) -> String {
+        format!("capture-{order_id}")
+    }
+
+    /// The key of voiding an order's authorisation.
+    pub fn void(order_id: Uuid) -> String {
+        format!("void-{order_id}")
+    }
+
+    /// The key of a refund of an order after `refunded` was refunded
+    /// before: a retry of this refund repeats the key, a later one (after
+    /// another capture) does not.
+    pub fn refund(order_id: Uuid, refunded: i64) -> String {
+        format!("refund-{order_id}-{refunded}")
+    }
 }
 
 /// Carries out attempt `command_id` of `step` of `saga`: the events its
@@ -29,16 +79,12 @@ pub async fn perform(
     saga: &Saga,
     step: &Step,
     cause: &CausedBy,
-) -> Result<Vec<Appended>, String> {
+) -> Result<Vec<Appended>, StepError> {
     call_gateway(gateway, saga, step).await?;
     let Some(command) = command(config, saga, step)? else {
         return Ok(Vec::new());
     };
-    commands
-        .dispatch(command, cause)
-        .await
-        .map(|outcome| outcome.events)
-        .map_err(|e| e.to_string())
+    Ok(commands.dispatch(command, cause).await?.events)
 }
 
 /// Whether `step` calls the payment gateway before (or instead of) its
@@ -56,19 +102,19 @@ pub async fn call_gateway(
     gateway: &dyn PaymentGateway,
     saga: &Saga,
     step: &Step,
-) -> Result<(), String> {
+) -> Result<(), StepError> {
     let order_id = saga.order_id;
     let payment = &saga.payment;
     let authorization = || {
         payment
             .authorization_id
             .clone()
-            .ok_or_else(|| "no authorisation recorded".to_owned())
+            .ok_or(StepError::NoAuthorization)
     };
     let called = match step {
         Step::AuthorizePayment => {
             let request = AuthorizationRequest {
-                idempotency_key: payment_key(order_id),
+                idempotency_key: gateway_keys::authorization(order_id),
                 order_id,
                 amount: saga.total,
                 currency: saga.currency.clone(),
@@ -80,7 +126,7 @@ pub async fn call_gateway(
         Step::CapturePayment => {
             gateway
                 .capture(
-                    &format!("capture-{order_id}"),
+                    &gateway_keys::capture(order_id),
                     &authorization()?,
                     payment.authorized,
                 )
@@ -88,19 +134,17 @@ pub async fn call_gateway(
         }
         Step::VoidPayment => {
             gateway
-                .void(&format!("void-{order_id}"), &authorization()?)
+                .void(&gateway_keys::void(order_id), &authorization()?)
                 .await
         }
         Step::RefundPayment => {
-            // Keyed by what was refunded before: a retry of this refund
-            // repeats the key, a later one (after another capture) does not.
-            let key = format!("refund-{order_id}-{}", payment.refunded);
+            let key = gateway_keys::refund(order_id, payment.refunded);
             let amount = payment.captured - payment.refunded;
             gateway.refund(&key, &authorization()?, amount).await
         }
         _ => return Ok(()),
     };
-    called.map_err(|e| e.to_string())
+    Ok(called?)
 }
 
 /// The command `step` of `saga` sends (after its gateway call, for a
@@ -109,7 +153,7 @@ pub fn command(
     config: &SagaConfig,
     saga: &Saga,
     step: &Step,
-) -> Result<Option<ProcessCommand>, String> {
+) -> Result<Option<ProcessCommand>, StepError> {
     let order_id = saga.order_id;
     let payment = &saga.payment;
     Ok(Some(match step {
@@ -141,9 +185,7 @@ pub fn command(
         Step::CancelOrder => order_command(
             order_id,
             OrderCommand::CancelOrder {
-                reason: saga
-                    .failure
-                    .ok_or_else(|| "the saga has no reason to cancel".to_owned())?,
+                reason: saga.failure.ok_or(StepError::NoCancelReason)?,
             },
         ),
     }))
@@ -151,14 +193,14 @@ pub fn command(
 
 /// The command reserving the units of `sku` the order of `saga` has a
 /// line of.
-fn reserve_stock(saga: &Saga, sku: &str) -> Result<ProcessCommand, String> {
+fn reserve_stock(saga: &Saga, sku: &str) -> Result<ProcessCommand, StepError> {
     let order_id = saga.order_id;
     let quantity = saga
         .lines
         .iter()
         .find(|line| line.sku == sku)
         .map(|line| line.quantity)
-        .ok_or_else(|| format!("the order has no line of {sku}"))?;
+        .ok_or_else(|| StepError::NoLine(sku.to_owned()))?;
     Ok(ProcessCommand::Inventory {
         sku: sku.to_owned(),
         command: InventoryCommand::ReserveStock {
@@ -171,31 +213,24 @@ fn reserve_stock(saga: &Saga, sku: &str) -> Result<ProcessCommand, String> {
 
 /// The command requesting the order's shipment to its address, or
 /// rejecting it when `config` does not ship to that country.
-fn request_shipment(config: &SagaConfig, saga: &Saga) -> Result<ProcessCommand, String> {
+fn request_shipment(config: &SagaConfig, saga: &Saga) -> Result<ProcessCommand, StepError> {
     let order_id = saga.order_id;
     let address = saga
         .shipping_address
         .clone()
-        .ok_or_else(|| "no shipping address".to_owned())?;
-    let command = if config.ships_to(&address.country) {
-        ShipmentCommand::RequestShipment { order_id, address }
-    } else {
-        ShipmentCommand::RejectShipment {
-            order_id,
-            reason: format!("we do not ship to {}", address.country),
-        }
+        .ok_or(StepError::NoShippingAddress)?;
+    let command = match config.ship_to.refusal(&address.country) {
+        None => ShipmentCommand::RequestShipment { order_id, address },
+        Some(reason) => ShipmentCommand::RejectShipment { order_id, reason },
     };
     Ok(ProcessCommand::Shipment { order_id, command })
 }
 
 /// The command shipping the order's shipment with the carrier the
 /// operator named.
-fn ship_shipment(saga: &Saga) -> Result<ProcessCommand, String> {
+fn ship_shipment(saga: &Saga) -> Result<ProcessCommand, StepError> {
     let order_id = saga.order_id;
-    let (carrier, tracking_number) = saga
-        .carrier
-        .clone()
-        .ok_or_else(|| "the order's carrier is not known yet".to_owned())?;
+    let (carrier, tracking_number) = saga.carrier.clone().ok_or(StepError::NoCarrier)?;
     Ok(ProcessCommand::Shipment {
         order_id,
         command: ShipmentCommand::ShipShipment {

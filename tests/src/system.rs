@@ -129,7 +129,7 @@ impl System {
         config.sweep_interval = Duration::from_millis(50);
         // XX passes the saga's list and is refused by the shipment itself
         // (no carrier serves it); FR is refused by the list.
-        config.ship_to = vec!["DE".into(), "XX".into()];
+        config.ship_to = domain::shipment::ShipTo::only(["DE".into(), "XX".into()]);
         config
     }
 

@@ -197,3 +197,26 @@ fn rejecting_a_requested_shipment_is_a_conflict_and_a_blank_reason_is_invalid() 
         .when(reject(" "))
         .then_invalid(&["reason"]);
 }
+
+#[test]
+fn the_business_ships_where_it_names_and_a_carrier_serves() {
+    use domain::shipment::ShipTo;
+    let everywhere = ShipTo::default();
+    assert_eq!(everywhere.refusal("DE"), None);
+    assert_eq!(
+        everywhere.refusal("XX").as_deref(),
+        Some("unsupported destination country XX")
+    );
+    let germany = ShipTo::only(["de".into(), " ".into()]);
+    assert_eq!(germany.refusal("DE"), None);
+    assert_eq!(
+        germany.refusal("FR").as_deref(),
+        Some("we do not ship to FR")
+    );
+    let with_xx = ShipTo::only(["DE".into(), "XX".into()]);
+    assert_eq!(
+        with_xx.refusal("XX").as_deref(),
+        Some("unsupported destination country XX"),
+        "no carrier serves XX, whatever the business names"
+    );
+}

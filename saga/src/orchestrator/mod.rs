@@ -37,7 +37,7 @@ use uuid::Uuid;
 
 use crate::config::to_chrono;
 use crate::gateway::{PaymentGateway, RequestStatus};
-use crate::steps::{self, payment_key};
+use crate::steps::{self, StepError};
 use crate::store::{Cause, Changed, Extra, Inline, SagaStore};
 use crate::webhook;
 use crate::{SagaConfig, SagaError};
@@ -264,7 +264,7 @@ impl Orchestrator {
                     cause,
                     step: Some((step, attempt)),
                 }),
-                Err(error) => failed.push((step, attempt, error)),
+                Err(error) => failed.push((step, attempt, error.to_string())),
             }
         }
         let crash_at = self.probe.crash_after_steps.load(Ordering::Relaxed);
@@ -290,7 +290,7 @@ impl Orchestrator {
         saga: &domain::Saga,
         step: &Step,
         cause: &CausedBy,
-    ) -> Result<Attempted, String> {
+    ) -> Result<Attempted, StepError> {
         let gateway = self.gateway.as_ref();
         if steps::calls_gateway(step) {
             if let Some(command) = steps::command(&self.config, saga, step)? {

@@ -1,6 +1,7 @@
 //! The timer (deadlines, retries, unanswered steps) and the recovery pass.
 
 use super::*;
+use crate::steps::gateway_keys;
 
 impl Orchestrator {
     /// Re-sends, once, every unanswered step of every open saga: what a
@@ -97,14 +98,17 @@ impl Orchestrator {
         if let Some(attempt) = loaded.state.payment_overdue(now) {
             let step = Step::AuthorizePayment;
             let check_at = now + timings.step_check;
-            let status = self.gateway.status(&payment_key(order_id)).await;
+            let status = self
+                .gateway
+                .status(&gateway_keys::authorization(order_id))
+                .await;
             let plan: Vec<SagaCommand> = match status {
                 Ok(RequestStatus::Answered(answer)) => {
                     // It happened in time: record the answer, look again later.
                     let recorded = webhook::record(
                         &self.commands,
                         &loaded.state,
-                        &payment_key(order_id),
+                        &gateway_keys::authorization(order_id),
                         &answer,
                     )
                     .await?;
