@@ -82,24 +82,22 @@ pub(crate) fn base() -> OpenApi {
     }
 }
 
-/// Documents that the operation needs a bearer token with one of `roles`:
+/// Documents that `operation` needs a bearer token with one of `roles`:
 /// the security requirement, the `x-roles` extension and a line of the
-/// description.
-pub fn roles(roles: &'static [Role]) -> impl FnOnce(TransformOperation) -> TransformOperation {
-    move |op| {
-        let names: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
-        let mut op = op.security_requirement(BEARER);
-        let inner = op.inner_mut();
-        inner
-            .extensions
-            .insert(ROLES_EXTENSION.into(), json!(names));
-        let line = format!("Roles: {}.", names.join(", "));
-        inner.description = Some(match inner.description.take() {
-            Some(text) => format!("{text}\n\n{line}"),
-            None => line,
-        });
-        op
-    }
+/// description. Routes declare their roles with
+/// [`crate::auth::Admitted`], which calls this.
+pub(crate) fn document_roles(operation: &mut aide::openapi::Operation, roles: &[Role]) {
+    let names: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
+    let mut op = TransformOperation::new(operation).security_requirement(BEARER);
+    let inner = op.inner_mut();
+    inner
+        .extensions
+        .insert(ROLES_EXTENSION.into(), json!(names));
+    let line = format!("Roles: {}.", names.join(", "));
+    inner.description = Some(match inner.description.take() {
+        Some(text) => format!("{text}\n\n{line}"),
+        None => line,
+    });
 }
 
 /// Documents the path parameters, the fields of `T`.

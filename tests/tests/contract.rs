@@ -188,3 +188,46 @@ async fn a_problem_answer_validates_against_its_schema() {
     let broken = json!({"type": "x", "title": "t", "status": "422", "detail": "d"});
     assert!(!validator.is_valid(&broken), "the schema checks the types");
 }
+
+/// A path of the contract with its parameters filled in with values of
+/// the right shape, so that only the caller's role can refuse it.
+fn concrete(path: &str) -> String {
+    path.replace("{sku}", "SKU-1")
+        .replace("{id}", "00000000-0000-4000-8000-000000000001")
+        .replace("{order_id}", "00000000-0000-4000-8000-000000000001")
+        .replace("{event_id}", "00000000-0000-4000-8000-000000000001")
+        .replace("{stream_id}", "order-1")
+        .replace("{correlation_id}", "c-1")
+        .replace("{name}", "orders")
+}
+
+#[tokio::test]
+async fn every_route_refuses_the_roles_its_contract_does_not_list() {
+    let app = TestApp::spawn().await;
+    let doc: Value = app.get("/openapi.json", None).await.json().await.unwrap();
+    let mut refused = 0;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            let Some(admitted) = operation["x-roles"].as_array() else {
+                continue;
+            };
+            for role in [Role::Customer, Role::Operator, Role::Admin] {
+                if admitted.contains(&json!(role.as_str())) {
+                    continue;
+                }
+                let bearer = token("mallory", role);
+                let url = concrete(path);
+                // Refused before anything else is looked at: even an empty
+                // body is not checked for a role that may not send one.
+                let response = match method.as_str() {
+                    "get" => app.get(&url, Some(&bearer)).await,
+                    "post" => app.post(&url, Some(&bearer), &json!({})).await,
+                    other => panic!("{other} {path}: a method this test does not send"),
+                };
+                problem(response, 403).await;
+                refused += 1;
+            }
+        }
+    }
+    assert!(refused >= 25, "only {refused} refusals were tried");
+}

@@ -7,12 +7,14 @@
 //! Every verification failure becomes a 401, a wrong role a 403, both as
 //! problem+json through [`crate::error::ApiError`].
 
+mod admitted;
 mod caller;
 mod claims;
 mod config;
 mod mint;
 mod verify;
 
+pub use admitted::{Admins, Admitted, Anyone, Customers, Roles, Staff};
 pub use caller::Caller;
 pub use claims::{Claims, Role};
 pub use config::{AuthConfigError, JwtConfig, DEFAULT_MAX_TTL, DEV_SECRET, MIN_SECRET_LEN};

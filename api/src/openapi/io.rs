@@ -10,7 +10,7 @@ use aide::operation::{add_parameters, set_body, OperationInput, OperationOutput}
 use schemars::schema::{InstanceType, StringValidation};
 use schemars::JsonSchema;
 
-use crate::auth::Caller;
+use crate::auth::{Admitted, Caller, Roles};
 use crate::error::{ApiError, Problem};
 use crate::extract::{ApiJson, CorrelationId, IdempotencyKey, OptionalApiJson, Segment};
 use crate::routes::answer::Answer;
@@ -142,6 +142,20 @@ impl OperationInput for Caller {
                 ),
             ),
         ]
+    }
+}
+
+/// The roles `R` admits, and the answers of [`Caller`].
+impl<R: Roles> OperationInput for Admitted<R> {
+    fn operation_input(_ctx: &mut GenContext, operation: &mut Operation) {
+        super::document_roles(operation, R::ROLES);
+    }
+
+    fn inferred_early_responses(
+        ctx: &mut GenContext,
+        operation: &mut Operation,
+    ) -> Vec<(Option<u16>, Response)> {
+        Caller::inferred_early_responses(ctx, operation)
     }
 }
 

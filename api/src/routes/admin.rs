@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use super::answer::{Accepted, Answer, Items};
 use super::paging::{DEFAULT_LIMIT, MAX_LIMIT};
-use crate::auth::{Caller, Role};
+use crate::auth::{Admins, Admitted, Staff};
 use crate::error::ApiError;
 use crate::extract::Segment;
 use crate::routes::queries::{parse_limit, Params};
@@ -38,12 +38,11 @@ pub struct RebuildStarted {
 /// `GET /api/v1/admin/projections` (operator, admin): every projection's
 /// position, the store's head, the lag (events of its streams not applied
 /// yet), its status and its dead-letter count.
-#[tracing::instrument(skip(state, caller))]
+#[tracing::instrument(skip(state))]
 pub async fn projections(
     State(state): State<AppState>,
-    caller: Caller,
+    _: Admitted<Staff>,
 ) -> Result<Json<Items<ProjectionInfo>>, ApiError> {
-    caller.require(&[Role::Operator, Role::Admin])?;
     let items = projections::status::list(state.store.pool())
         .await
         .map_err(anyhow::Error::from)?;
@@ -55,14 +54,13 @@ pub async fn projections(
 /// one that halted it comes first), with the error and when it happened;
 /// `total` counts them all. `limit` is 1 to 500 (default 50), as on every
 /// list. 404 for an unknown projection.
-#[tracing::instrument(skip(state, caller, params))]
+#[tracing::instrument(skip(state, params))]
 pub async fn dead_letters(
     State(state): State<AppState>,
-    caller: Caller,
+    _: Admitted<Staff>,
     Segment(name): Segment,
     params: Params,
 ) -> Result<Json<DeadLetters>, ApiError> {
-    caller.require(&[Role::Operator, Role::Admin])?;
     let mut query = params.check_exact(&["limit"]);
     let limit = query
         .get("limit", |v| parse_limit(v, MAX_LIMIT))
@@ -88,13 +86,12 @@ pub async fn dead_letters(
 /// rebuild and answers 202 at once; the rebuild runs in the background and
 /// swaps the fresh tables in when it has caught up. 404 for an unknown
 /// projection, 409 while a rebuild of it runs.
-#[tracing::instrument(skip(state, caller))]
+#[tracing::instrument(skip(state))]
 pub async fn rebuild(
     State(state): State<AppState>,
-    caller: Caller,
+    _: Admitted<Admins>,
     Segment(name): Segment,
 ) -> Result<Accepted<RebuildStarted>, ApiError> {
-    caller.require(&[Role::Admin])?;
     let projection = Projection::parse(&name)
         .ok_or_else(|| ApiError::NotFound(format!("no projection {name:?}")))?;
     let rebuild = Rebuild::start(&state.store, projection)

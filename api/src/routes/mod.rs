@@ -19,20 +19,14 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::get;
 use axum::{middleware, Router};
 
-use crate::auth::Role;
 use crate::error::ApiError;
 use crate::extract::{self, MAX_BODY_BYTES};
 use crate::openapi::{
-    conflict, not_found as missing, path, query, roles, timeout, unavailable, Contract, OrderPath,
+    conflict, not_found as missing, path, query, timeout, unavailable, Contract, OrderPath,
     ProjectionPath, SagaPath, SkuPath,
 };
 use crate::startup::AppState;
 use paging::{Limit, OrderListQuery, ReadQuery, SagaListQuery, SalesQuery};
-
-const ANY: &[Role] = &[Role::Customer, Role::Operator, Role::Admin];
-const STAFF: &[Role] = &[Role::Operator, Role::Admin];
-const ADMIN: &[Role] = &[Role::Admin];
-const CUSTOMER: &[Role] = &[Role::Customer];
 
 /// Every route of the server: the contract's, `/openapi.json`, `/docs`,
 /// `/schemas/...`, `/metrics` and the console (`/console`).
@@ -93,18 +87,16 @@ fn catalogue_routes(routes: ApiRouter<AppState>) -> ApiRouter<AppState> {
         .api_route(
             "/api/v1/products",
             post_with(products::define, |op| {
-                op.summary("Define a product")
-                    .with(roles(STAFF))
-                    .with(conflict)
+                op.summary("Define a product").with(conflict)
             })
             .get_with(queries::products, |op| {
-                read(op.summary("The catalogue, by SKU"), ANY).with(query::<ReadQuery>)
+                read(op.summary("The catalogue, by SKU")).with(query::<ReadQuery>)
             }),
         )
         .api_route(
             "/api/v1/inventory/{sku}",
             get_with(queries::stock, |op| {
-                read(op.summary("A SKU's stock"), ANY)
+                read(op.summary("A SKU's stock"))
                     .with(path::<SkuPath>)
                     .with(query::<ReadQuery>)
                     .with(missing)
@@ -114,7 +106,6 @@ fn catalogue_routes(routes: ApiRouter<AppState>) -> ApiRouter<AppState> {
             "/api/v1/inventory/{sku}/receipts",
             post_with(inventory::receive, |op| {
                 op.summary("Receive stock of a defined product")
-                    .with(roles(STAFF))
                     .with(path::<SkuPath>)
                     .with(missing)
                     .with(conflict)
@@ -130,21 +121,17 @@ fn order_routes(routes: ApiRouter<AppState>) -> ApiRouter<AppState> {
             "/api/v1/orders",
             post_with(orders::place, |op| {
                 op.summary("Place an order (the saga does the rest)")
-                    .with(roles(CUSTOMER))
                     .with(conflict)
             })
             .get_with(queries::orders, |op| {
-                read(
-                    op.summary("A page of orders, newest first (a customer's own)"),
-                    ANY,
-                )
-                .with(query::<OrderListQuery>)
+                read(op.summary("A page of orders, newest first (a customer's own)"))
+                    .with(query::<OrderListQuery>)
             }),
         )
         .api_route(
             "/api/v1/orders/{id}",
             get_with(queries::order, |op| {
-                read(op.summary("An order"), ANY)
+                read(op.summary("An order"))
                     .with(path::<OrderPath>)
                     .with(query::<ReadQuery>)
                     .with(missing)
@@ -153,29 +140,25 @@ fn order_routes(routes: ApiRouter<AppState>) -> ApiRouter<AppState> {
         .api_route(
             "/api/v1/orders/{id}/cancel",
             post_with(orders::cancel, |op| {
-                order_command(op.summary("Cancel an order (before it ships)"), ANY)
+                order_command(op.summary("Cancel an order (before it ships)"))
             }),
         )
         .api_route(
             "/api/v1/orders/{id}/ship",
             post_with(orders::ship, |op| {
-                order_command(op.summary("Record that a confirmed order shipped"), STAFF)
+                order_command(op.summary("Record that a confirmed order shipped"))
             }),
         )
         .api_route(
             "/api/v1/orders/{id}/deliver",
             post_with(orders::deliver, |op| {
-                order_command(
-                    op.summary("Record that a shipped order was delivered"),
-                    STAFF,
-                )
+                order_command(op.summary("Record that a shipped order was delivered"))
             }),
         )
         .api_route(
             "/api/v1/stats/sales",
             get_with(queries::sales, |op| {
-                read(op.summary("Confirmed orders and revenue per day"), STAFF)
-                    .with(query::<SalesQuery>)
+                read(op.summary("Confirmed orders and revenue per day")).with(query::<SalesQuery>)
             }),
         )
 }
@@ -188,14 +171,12 @@ fn projection_routes(routes: ApiRouter<AppState>) -> ApiRouter<AppState> {
             "/api/v1/admin/projections",
             get_with(admin::projections, |op| {
                 op.summary("Every projection's position, lag and status")
-                    .with(roles(STAFF))
             }),
         )
         .api_route(
             "/api/v1/admin/projections/{name}/dead-letters",
             get_with(admin::dead_letters, |op| {
                 op.summary("The events a projection could not apply, oldest first")
-                    .with(roles(STAFF))
                     .with(path::<ProjectionPath>)
                     .with(query::<Limit>)
                     .with(missing)
@@ -205,7 +186,6 @@ fn projection_routes(routes: ApiRouter<AppState>) -> ApiRouter<AppState> {
             "/api/v1/admin/projections/{name}/rebuild",
             post_with(admin::rebuild, |op| {
                 op.summary("Rebuild a projection from the event store")
-                    .with(roles(ADMIN))
                     .with(path::<ProjectionPath>)
                     .with(missing)
                     .with(conflict)
@@ -221,7 +201,6 @@ fn saga_routes(routes: ApiRouter<AppState>) -> ApiRouter<AppState> {
             "/api/v1/admin/sagas",
             get_with(sagas::list, |op| {
                 op.summary("Sagas, newest first")
-                    .with(roles(STAFF))
                     .with(query::<SagaListQuery>)
             }),
         )
@@ -229,7 +208,6 @@ fn saga_routes(routes: ApiRouter<AppState>) -> ApiRouter<AppState> {
             "/api/v1/admin/sagas/{id}",
             get_with(sagas::detail, |op| {
                 op.summary("A saga's steps and history")
-                    .with(roles(STAFF))
                     .with(path::<SagaPath>)
                     .with(missing)
             }),
@@ -238,7 +216,6 @@ fn saga_routes(routes: ApiRouter<AppState>) -> ApiRouter<AppState> {
             "/api/v1/admin/sagas/{id}/retry",
             post_with(sagas::retry, |op| {
                 op.summary("Retry a stuck saga's failing step")
-                    .with(roles(ADMIN))
                     .with(path::<SagaPath>)
                     .with(missing)
                     .with(conflict)
@@ -248,7 +225,6 @@ fn saga_routes(routes: ApiRouter<AppState>) -> ApiRouter<AppState> {
             "/api/v1/admin/sagas/{id}/abort",
             post_with(sagas::abort, |op| {
                 op.summary("Abort a saga: it takes no further step")
-                    .with(roles(ADMIN))
                     .with(path::<SagaPath>)
                     .with(missing)
                     .with(conflict)
@@ -263,7 +239,6 @@ fn audit_stream_routes(routes: ApiRouter<AppState>) -> ApiRouter<AppState> {
             "/api/v1/audit/streams/{stream_id}/events",
             get_with(audit::stream_events, |op| {
                 op.summary("A stream's every event, by version")
-                    .with(roles(STAFF))
                     .with(path::<audit::StreamPath>)
                     .with(missing)
             }),
@@ -272,7 +247,6 @@ fn audit_stream_routes(routes: ApiRouter<AppState>) -> ApiRouter<AppState> {
             "/api/v1/audit/streams/{stream_id}/verify",
             get_with(audit::verify_stream, |op| {
                 op.summary("Recompute a stream's hash chain")
-                    .with(roles(STAFF))
                     .with(path::<audit::StreamPath>)
                     .with(missing)
             }),
@@ -281,7 +255,6 @@ fn audit_stream_routes(routes: ApiRouter<AppState>) -> ApiRouter<AppState> {
             "/api/v1/audit/streams/{stream_id}/state",
             get_with(audit::stream_state, |op| {
                 op.summary("A stream's state at a version or a time (time travel)")
-                    .with(roles(STAFF))
                     .with(path::<audit::StreamPath>)
                     .with(query::<audit::StateQuery>)
                     .with(missing)
@@ -298,7 +271,6 @@ fn audit_trail_routes(routes: ApiRouter<AppState>) -> ApiRouter<AppState> {
             "/api/v1/audit/events",
             get_with(audit::events, |op| {
                 op.summary("Search the events in gap-free global order")
-                    .with(roles(STAFF))
                     .with(query::<audit::SearchQuery>)
             }),
         )
@@ -306,7 +278,6 @@ fn audit_trail_routes(routes: ApiRouter<AppState>) -> ApiRouter<AppState> {
             "/api/v1/audit/events/{event_id}/proof",
             get_with(audit::proof, |op| {
                 op.summary("An event's inclusion proof in the latest seal")
-                    .with(roles(STAFF))
                     .with(path::<audit::EventPath>)
                     .with(missing)
                     .with(conflict)
@@ -316,7 +287,6 @@ fn audit_trail_routes(routes: ApiRouter<AppState>) -> ApiRouter<AppState> {
             "/api/v1/audit/correlations/{correlation_id}",
             get_with(audit::correlation, |op| {
                 op.summary("Everything one request caused, as a list or a causal tree")
-                    .with(roles(STAFF))
                     .with(path::<audit::CorrelationPath>)
                     .with(query::<audit::CorrelationQuery>)
                     .with(missing)
@@ -326,29 +296,24 @@ fn audit_trail_routes(routes: ApiRouter<AppState>) -> ApiRouter<AppState> {
             "/api/v1/audit/seals",
             get_with(audit::seals, |op| {
                 op.summary("The seals, oldest first, and the public key")
-                    .with(roles(STAFF))
                     .with(query::<audit::SealListQuery>)
             })
             .post_with(audit::seal_now, |op| {
                 op.summary("Seal what is new now")
-                    .with(roles(STAFF))
                     .with(conflict)
                     .with(unavailable)
             }),
         )
 }
 
-/// A read-model query: its roles and the 504 of `min_position`.
-fn read<'a>(op: Op<'a>, admits: &'static [Role]) -> Op<'a> {
-    op.with(roles(admits)).with(timeout)
+/// A read-model query: the 504 of `min_position`.
+fn read(op: Op<'_>) -> Op<'_> {
+    op.with(timeout)
 }
 
 /// A command on an existing order.
-fn order_command<'a>(op: Op<'a>, admits: &'static [Role]) -> Op<'a> {
-    op.with(roles(admits))
-        .with(path::<OrderPath>)
-        .with(missing)
-        .with(conflict)
+fn order_command(op: Op<'_>) -> Op<'_> {
+    op.with(path::<OrderPath>).with(missing).with(conflict)
 }
 
 async fn not_found() -> ApiError {

@@ -7,7 +7,7 @@ use serde::Deserialize;
 
 use super::answer::{Answer, Created, SkuReply, Written};
 use super::write::{context, reply, written};
-use crate::auth::{Caller, Role};
+use crate::auth::{Admitted, Staff};
 use crate::error::ApiError;
 use crate::extract::{ApiJson, CorrelationId, IdempotencyKey};
 use crate::startup::AppState;
@@ -30,12 +30,11 @@ pub struct DefineProduct {
 #[tracing::instrument(skip_all)]
 pub async fn define(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Admitted<Staff>,
     correlation: CorrelationId,
     key: Result<IdempotencyKey, ApiError>,
     body: Result<ApiJson<DefineProduct>, ApiError>,
 ) -> Result<Created<Written<SkuReply>>, ApiError> {
-    caller.require(&[Role::Operator, Role::Admin])?;
     // The role check comes first: a caller without the role learns nothing
     // about the body or the key it sent.
     let (key, body) = (key?, body?);

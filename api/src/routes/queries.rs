@@ -20,7 +20,6 @@ use axum::Json;
 use projections::{Projection, ProjectionError};
 use serde::Serialize;
 
-use crate::auth::Role;
 use crate::error::ApiError;
 use crate::startup::AppState;
 
@@ -38,9 +37,6 @@ const POLL_INTERVAL: Duration = Duration::from_millis(10);
 
 /// The header carrying the read model's position on every query answer.
 pub static POSITION_HEADER: HeaderName = HeaderName::from_static("x-fulcrum-position");
-
-/// Every role: routes any authenticated caller may read.
-const ANY_ROLE: &[Role] = &[Role::Customer, Role::Operator, Role::Admin];
 
 /// A read model ready to answer a query.
 struct ReadModel {

@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use super::answer::{Accepted, Answer};
 use super::paging::{DEFAULT_LIMIT, MAX_LIMIT};
-use crate::auth::{Caller, Role};
+use crate::auth::{Admins, Admitted, Staff};
 use crate::error::ApiError;
 use crate::extract::{ApiJson, CorrelationId, OptionalApiJson, Segment};
 use crate::routes::queries::{parse_limit, Params};
@@ -47,10 +47,9 @@ pub struct SagaChanged {
 #[tracing::instrument(skip_all)]
 pub async fn list(
     State(state): State<AppState>,
-    caller: Caller,
+    _: Admitted<Staff>,
     params: Params,
 ) -> Result<Json<SagaPage>, ApiError> {
-    caller.require(&[Role::Operator, Role::Admin])?;
     let mut query = params.check_exact(&["status", "limit", "cursor"]);
     let status = query.get("status", |v| {
         SagaStatus::parse(v).ok_or_else(|| {
@@ -74,13 +73,12 @@ pub async fn list(
 /// `GET /api/v1/admin/sagas/{order_id}` (operator, admin): the saga's
 /// status, its steps (actions and compensations with attempts, errors and
 /// times) and its full history. 404 when the order has no saga.
-#[tracing::instrument(skip(state, caller))]
+#[tracing::instrument(skip(state))]
 pub async fn detail(
     State(state): State<AppState>,
-    caller: Caller,
+    _: Admitted<Staff>,
     Segment(id): Segment,
 ) -> Result<Json<SagaDetail>, ApiError> {
-    caller.require(&[Role::Operator, Role::Admin])?;
     let order_id = order_id(&id)?;
     let detail = admin::detail(&state.sagas, order_id)
         .await
@@ -95,12 +93,11 @@ pub async fn detail(
 #[tracing::instrument(skip_all, fields(order_id = %id))]
 pub async fn retry(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Admitted<Admins>,
     Segment(id): Segment,
     correlation: CorrelationId,
     body: Result<OptionalApiJson<Retry>, ApiError>,
 ) -> Result<Accepted<SagaChanged>, ApiError> {
-    caller.require(&[Role::Admin])?;
     body?;
     let order_id = order_id(&id)?;
     let changed = admin::retry(&state.sagas, order_id, &caller.user_id, &correlation.0)
@@ -115,12 +112,11 @@ pub async fn retry(
 #[tracing::instrument(skip_all, fields(order_id = %id))]
 pub async fn abort(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Admitted<Admins>,
     Segment(id): Segment,
     correlation: CorrelationId,
     body: Result<ApiJson<Abort>, ApiError>,
 ) -> Result<Accepted<SagaChanged>, ApiError> {
-    caller.require(&[Role::Admin])?;
     let body = body?;
     let order_id = order_id(&id)?;
     let changed = admin::abort(

@@ -13,7 +13,6 @@ mod streams;
 
 use chrono::{DateTime, Utc};
 
-use crate::auth::Role;
 use crate::error::ApiError;
 
 pub use correlation::{
@@ -25,9 +24,6 @@ pub use search::{events, Page, SearchQuery};
 pub use streams::{
     stream_events, stream_state, verify_stream, StateQuery, StreamEvents, StreamPath, StreamState,
 };
-
-/// Who may read the audit side.
-const AUDITORS: &[Role] = &[Role::Operator, Role::Admin];
 
 /// A failure of the store, answered as a 500 that names nothing inside.
 fn internal(error: impl Into<anyhow::Error>) -> ApiError {

@@ -9,8 +9,8 @@ use eventstore::seal::{self, Proof, ProofError, Seal};
 use serde::Serialize;
 use uuid::Uuid;
 
-use super::{internal, AUDITORS};
-use crate::auth::Caller;
+use super::internal;
+use crate::auth::{Admitted, Staff};
 use crate::error::ApiError;
 use crate::extract::Segment;
 use crate::routes::paging::{Limit, DEFAULT_LIMIT, MAX_LIMIT};
@@ -34,10 +34,9 @@ pub struct SealPage {
 #[tracing::instrument(skip_all)]
 pub async fn seals(
     State(state): State<AppState>,
-    caller: Caller,
+    _: Admitted<Staff>,
     params: Params,
 ) -> Result<Json<SealPage>, ApiError> {
-    caller.require(AUDITORS)?;
     let mut query = params.check_exact(&["after", "limit"]);
     let after = query
         .get("after", |v| {
@@ -91,9 +90,8 @@ impl IntoResponse for SealOutcome {
 #[tracing::instrument(skip_all)]
 pub async fn seal_now(
     State(state): State<AppState>,
-    caller: Caller,
+    _: Admitted<Staff>,
 ) -> Result<SealOutcome, ApiError> {
-    caller.require(AUDITORS)?;
     let key = state.seal_key.as_ref().ok_or_else(|| {
         ApiError::Unavailable("this server has no seal key (FULCRUM_SEAL_KEY)".into())
     })?;
@@ -117,13 +115,12 @@ pub async fn seal_now(
 /// `GET /api/v1/audit/events/{event_id}/proof`: the inclusion proof of the
 /// event in the latest seal. 404 for an unknown event; 409 when no seal
 /// covers it yet, or when it was altered after it was sealed.
-#[tracing::instrument(skip(state, caller))]
+#[tracing::instrument(skip(state))]
 pub async fn proof(
     State(state): State<AppState>,
-    caller: Caller,
+    _: Admitted<Staff>,
     Segment(event_id): Segment,
 ) -> Result<Json<Proof>, ApiError> {
-    caller.require(AUDITORS)?;
     let event_id = Uuid::parse_str(&event_id)
         .map_err(|_| ApiError::NotFound(format!("no event {event_id}")))?;
     match seal::proof_for(state.store.pool(), event_id).await {

@@ -9,8 +9,8 @@ use eventstore::{RecordedEvent, Verification};
 use serde::Serialize;
 use serde_json::Value;
 
-use super::{internal, parse_time, AUDITORS};
-use crate::auth::Caller;
+use super::{internal, parse_time};
+use crate::auth::{Admitted, Staff};
 use crate::error::ApiError;
 use crate::extract::Segment;
 use crate::routes::queries::Params;
@@ -27,13 +27,12 @@ pub struct StreamEvents {
 
 /// `GET /api/v1/audit/streams/{stream_id}/events`: every event of the stream
 /// in version order; 404 for a stream with no events.
-#[tracing::instrument(skip(state, caller))]
+#[tracing::instrument(skip(state))]
 pub async fn stream_events(
     State(state): State<AppState>,
-    caller: Caller,
+    _: Admitted<Staff>,
     Segment(stream_id): Segment,
 ) -> Result<Json<StreamEvents>, ApiError> {
-    caller.require(AUDITORS)?;
     let events = state
         .store
         .read_stream_to_end(&stream_id, None)
@@ -48,13 +47,12 @@ pub async fn stream_events(
 /// `GET /api/v1/audit/streams/{stream_id}/verify`: recomputes the stream's
 /// hash chain; `first_invalid_version` names the first altered, missing or
 /// re-ordered event. 404 for a stream with no events and no head.
-#[tracing::instrument(skip(state, caller))]
+#[tracing::instrument(skip(state))]
 pub async fn verify_stream(
     State(state): State<AppState>,
-    caller: Caller,
+    _: Admitted<Staff>,
     Segment(stream_id): Segment,
 ) -> Result<Json<Verification>, ApiError> {
-    caller.require(AUDITORS)?;
     let verification = eventstore::verify_stream(state.store.pool(), &stream_id)
         .await
         .map_err(internal)?;
@@ -79,14 +77,13 @@ pub struct StreamState {
 /// the aggregate's state folded (with upcasting) up to version N, or up to
 /// its last event recorded at or before TIME; without either, its current
 /// state.
-#[tracing::instrument(skip(state, caller, params))]
+#[tracing::instrument(skip(state, params))]
 pub async fn stream_state(
     State(state): State<AppState>,
-    caller: Caller,
+    _: Admitted<Staff>,
     Segment(stream_id): Segment,
     params: Params,
 ) -> Result<Json<StreamState>, ApiError> {
-    caller.require(AUDITORS)?;
     let at = point_of_history(&params)?;
     match history::state_at(&state.store, &stream_id, at).await {
         Ok(past) => Ok(Json(StreamState {
