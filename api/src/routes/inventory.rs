@@ -29,12 +29,9 @@ pub async fn receive(
     caller: Admitted<Staff>,
     Segment(sku): Segment,
     correlation: CorrelationId,
-    key: Result<IdempotencyKey, ApiError>,
-    body: Result<ApiJson<Receipt>, ApiError>,
+    key: IdempotencyKey,
+    body: ApiJson<Receipt>,
 ) -> Result<Created<Written<SkuReply>>, ApiError> {
-    // The role check comes first: a caller without the role learns nothing
-    // about the body or the key it sent.
-    let (key, body) = (key?, body?);
     let route = format!("POST /api/v1/inventory/{sku}/receipts");
     let context = context(&caller, correlation, key, &route, &body.raw);
     let reply = reply(&SkuReply { sku: sku.clone() })?;

@@ -75,12 +75,9 @@ pub async fn place(
     State(state): State<AppState>,
     caller: Admitted<Customers>,
     correlation: CorrelationId,
-    key: Result<IdempotencyKey, ApiError>,
-    body: Result<ApiJson<PlaceOrder>, ApiError>,
+    key: IdempotencyKey,
+    body: ApiJson<PlaceOrder>,
 ) -> Result<Accepted<Written<OrderPlacedReply>>, ApiError> {
-    // The role check comes first: a caller without the role learns nothing
-    // about the body or the key it sent.
-    let (key, body) = (key?, body?);
     let ApiJson { value: b, raw } = body;
     let context = context(&caller, correlation, key, "POST /api/v1/orders", &raw);
     let request = OrderRequest {
@@ -113,12 +110,10 @@ pub async fn cancel(
     caller: Admitted<Anyone>,
     Segment(id): Segment,
     correlation: CorrelationId,
-    key: Result<IdempotencyKey, ApiError>,
-    body: Result<OptionalApiJson<Cancel>, ApiError>,
+    key: IdempotencyKey,
+    body: OptionalApiJson<Cancel>,
 ) -> Result<Accepted<Written<OrderReply>>, ApiError> {
-    // The role check comes first: a caller without the role learns nothing
-    // about the body or the key it sent.
-    let (key, OptionalApiJson(body)) = (key?, body?);
+    let OptionalApiJson(body) = body;
     let order_id = find_order(&state, &caller, &id).await?;
     let (note, raw) = match body {
         Some(ApiJson { value, raw }) => (value.reason, raw),
@@ -151,12 +146,9 @@ pub async fn ship(
     caller: Admitted<Staff>,
     Segment(id): Segment,
     correlation: CorrelationId,
-    key: Result<IdempotencyKey, ApiError>,
-    body: Result<ApiJson<Ship>, ApiError>,
+    key: IdempotencyKey,
+    body: ApiJson<Ship>,
 ) -> Result<Accepted<Written<OrderReply>>, ApiError> {
-    // The role check comes first: a caller without the role learns nothing
-    // about the body or the key it sent.
-    let (key, body) = (key?, body?);
     let order_id = find_order(&state, &caller, &id).await?;
     let route = format!("POST /api/v1/orders/{order_id}/ship");
     let context = context(&caller, correlation, key, &route, &body.raw);
@@ -174,12 +166,10 @@ pub async fn deliver(
     caller: Admitted<Staff>,
     Segment(id): Segment,
     correlation: CorrelationId,
-    key: Result<IdempotencyKey, ApiError>,
-    body: Result<OptionalApiJson<Deliver>, ApiError>,
+    key: IdempotencyKey,
+    body: OptionalApiJson<Deliver>,
 ) -> Result<Accepted<Written<OrderReply>>, ApiError> {
-    // The role check comes first: a caller without the role learns nothing
-    // about the body or the key it sent.
-    let (key, OptionalApiJson(body)) = (key?, body?);
+    let OptionalApiJson(body) = body;
     let order_id = find_order(&state, &caller, &id).await?;
     let raw = body.map_or(Value::Null, |b| b.raw);
     let route = format!("POST /api/v1/orders/{order_id}/deliver");

@@ -32,12 +32,9 @@ pub async fn define(
     State(state): State<AppState>,
     caller: Admitted<Staff>,
     correlation: CorrelationId,
-    key: Result<IdempotencyKey, ApiError>,
-    body: Result<ApiJson<DefineProduct>, ApiError>,
+    key: IdempotencyKey,
+    body: ApiJson<DefineProduct>,
 ) -> Result<Created<Written<SkuReply>>, ApiError> {
-    // The role check comes first: a caller without the role learns nothing
-    // about the body or the key it sent.
-    let (key, body) = (key?, body?);
     let ApiJson { value: b, raw } = body;
     domain::validate_sku(&b.sku).map_err(|m| ApiError::invalid("sku", m))?;
     let context = context(&caller, correlation, key, "POST /api/v1/products", &raw);

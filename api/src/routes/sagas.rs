@@ -96,9 +96,8 @@ pub async fn retry(
     caller: Admitted<Admins>,
     Segment(id): Segment,
     correlation: CorrelationId,
-    body: Result<OptionalApiJson<Retry>, ApiError>,
+    _body: OptionalApiJson<Retry>,
 ) -> Result<Accepted<SagaChanged>, ApiError> {
-    body?;
     let order_id = order_id(&id)?;
     let changed = admin::retry(&state.sagas, order_id, &caller.user_id, &correlation.0)
         .await
@@ -115,9 +114,8 @@ pub async fn abort(
     caller: Admitted<Admins>,
     Segment(id): Segment,
     correlation: CorrelationId,
-    body: Result<ApiJson<Abort>, ApiError>,
+    body: ApiJson<Abort>,
 ) -> Result<Accepted<SagaChanged>, ApiError> {
-    let body = body?;
     let order_id = order_id(&id)?;
     let changed = admin::abort(
         &state.sagas,
