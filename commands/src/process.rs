@@ -75,10 +75,10 @@ impl ProcessCommand {
     }
 }
 
-/// The idempotency key of a process command. API keys are `<user>:<key>`
-/// (they always hold a colon); these never do, so the two cannot collide.
+/// The idempotency key of a process command (see
+/// [`eventstore::idempotency::Scope`]).
 pub fn process_key(command_id: Uuid) -> String {
-    format!("process/{command_id}")
+    eventstore::idempotency::Scope::Process(command_id).stored_key()
 }
 
 impl CommandContext {

@@ -15,6 +15,44 @@ use crate::StoreError;
 /// The longest accepted idempotency key, in bytes.
 pub const MAX_KEY_LEN: usize = 255;
 
+/// Whose a stored idempotency key is: the one type that knows the stored
+/// forms, so that keys of different scopes can never collide.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope<'a> {
+    /// A client's `Idempotency-Key` header, scoped by the caller.
+    Client {
+        /// The caller (a token's subject).
+        user_id: &'a str,
+        /// The header's value.
+        key: &'a str,
+    },
+    /// A command a process (the saga) sends, keyed by its deterministic id.
+    Process(uuid::Uuid),
+}
+
+impl Scope<'_> {
+    /// The key as stored: `<length of user>:<user>:<key>` for a client,
+    /// readable for operators and unambiguous (without the length, user
+    /// `a` with key `b:c` and user `a:b` with key `c` would share a
+    /// record), or, when that would exceed [`MAX_KEY_LEN`] (a long `sub`),
+    /// `sha256:<hex of [user, key]>`, so that any valid token and header
+    /// make a valid key; `process/<id>` for a process. Client keys always
+    /// hold a colon and process keys never do, so the two cannot collide.
+    pub fn stored_key(&self) -> String {
+        match *self {
+            Scope::Client { user_id, key } => {
+                let plain = format!("{}:{user_id}:{key}", user_id.len());
+                if plain.len() <= MAX_KEY_LEN {
+                    return plain;
+                }
+                let digest = request_hash(&serde_json::json!([user_id, key]));
+                format!("sha256:{}", hex::encode(digest))
+            }
+            Scope::Process(command_id) => format!("process/{command_id}"),
+        }
+    }
+}
+
 /// What claiming a key found.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Claim {
@@ -81,4 +119,25 @@ pub async fn record(conn: &mut PgConnection, key: &str, outcome: &Value) -> Resu
         .execute(conn)
         .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_and_process_keys_cannot_collide() {
+        let id = uuid::Uuid::new_v4();
+        let process = Scope::Process(id).stored_key();
+        assert_eq!(process, format!("process/{id}"));
+        assert!(!process.contains(':'));
+        for user_id in ["alice", &"u".repeat(300)] {
+            let client = Scope::Client {
+                user_id,
+                key: "process/x",
+            }
+            .stored_key();
+            assert!(client.contains(':') && client.len() <= MAX_KEY_LEN);
+        }
+    }
 }

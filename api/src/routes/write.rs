@@ -2,6 +2,7 @@
 //! and the answer with the position the write reached.
 
 use commands::{CommandContext, Outcome};
+use eventstore::idempotency::Scope;
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
@@ -33,20 +34,10 @@ pub fn context(
     }
 }
 
-/// The stored idempotency key of `key` sent by `user_id`:
-/// `<length of user>:<user>:<key>`, readable for operators and unambiguous
-/// (without the length, user `a` with key `b:c` and user `a:b` with key `c`
-/// would share a record), or, when that would exceed the store's limit (a
-/// long `sub`), `sha256:<hex of [user, key]>`, so that any valid token and
-/// header make a valid key. Neither form can be a process key
-/// (`process/<id>`, no colon).
+/// The stored idempotency key of `key` sent by `user_id` (see
+/// [`Scope::stored_key`]).
 fn scoped_key(user_id: &str, key: &str) -> String {
-    let plain = format!("{}:{user_id}:{key}", user_id.len());
-    if plain.len() <= eventstore::idempotency::MAX_KEY_LEN {
-        return plain;
-    }
-    let digest = eventstore::idempotency::request_hash(&json!([user_id, key]));
-    format!("sha256:{}", hex::encode(digest))
+    Scope::Client { user_id, key }.stored_key()
 }
 
 /// The outcome's reply (as the handler gave it, or as first recorded
