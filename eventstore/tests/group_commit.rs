@@ -7,10 +7,9 @@
 //! gate opens.
 #![allow(clippy::unwrap_used)]
 
-use std::future::Future;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use eventstore::testing::TestDb;
+use eventstore::testing::{eventually, TestDb};
 use eventstore::{
     append_in, verify_stream, AppendResult, EventStore, ExpectedVersion, NewEvent, StoreError,
     GROUP_PIPELINES,
@@ -39,19 +38,6 @@ fn spawn_append(
             .append(&stream, expected, &events, &json!({"user_id": "t"}))
             .await
     })
-}
-
-/// Polls `condition` until it holds; fails the test after 10 s.
-async fn wait_until<F, Fut>(what: &str, mut condition: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !condition().await {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
 }
 
 /// The gate's streams: one per writer pipeline.
@@ -112,9 +98,11 @@ async fn park_writers(db: &TestDb, store: &EventStore, gate: &str) -> Vec<Pendin
             vec![event(0)],
         ));
         let n = parked.len();
-        wait_until("a writer waits at the gate", || async {
-            waiting(db, "advisory").await.len() == n
-        })
+        eventually(
+            Duration::from_secs(10),
+            "a writer waits at the gate",
+            || async { waiting(db, "advisory").await.len() == n },
+        )
         .await;
     }
     parked
@@ -129,7 +117,7 @@ async fn queue(
 ) -> Pending {
     let before = store.queued_appends();
     let pending = spawn_append(store, stream, expected, events);
-    wait_until("the append is queued", || async {
+    eventually(Duration::from_secs(10), "the append is queued", || async {
         store.queued_appends() > before
     })
     .await;
@@ -308,9 +296,11 @@ async fn a_group_whose_connection_is_killed_acknowledges_nothing_and_writes_noth
         .await,
     );
     open(gate, "gate-3", parked).await;
-    wait_until("the group waits for the holder", || async {
-        !waiting(&db, "transactionid").await.is_empty()
-    })
+    eventually(
+        Duration::from_secs(10),
+        "the group waits for the holder",
+        || async { !waiting(&db, "transactionid").await.is_empty() },
+    )
     .await;
     let stuck = waiting(&db, "transactionid").await;
 

@@ -519,11 +519,7 @@ async fn an_unreachable_broker_delays_the_relay_but_shutdown_still_ends_it() {
         .await
         .unwrap();
     // A port nothing listens on.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = eventstore::testing::free_port();
     let mut config = RelayConfig::new(format!("127.0.0.1:{port}"));
     config.message_timeout = Duration::from_millis(500);
 

@@ -30,7 +30,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use eventstore::relay::{topic_for, Relay, RelayConfig, RelayStats, AGGREGATES};
-use eventstore::testing::{Broker, TestDb};
+use eventstore::testing::{eventually, Broker, TestDb};
 use eventstore::{
     load_checkpoint, Checkpoint, EventStore, ExpectedVersion, NewEvent, RecordedEvent,
 };
@@ -189,15 +189,9 @@ async fn all_readable(store: &EventStore, n: usize) -> Vec<RecordedEvent> {
     }
 }
 
+/// [`eventually`] for a condition that needs no waiting to check.
 async fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !cond() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting until {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually(timeout, what, || std::future::ready(cond())).await;
 }
 
 /// A running relay: its counters, its task, and the sender that stops it.

@@ -67,11 +67,7 @@ impl PrivatePostgres {
             .arg("postgres:postgres")
             .arg(&dir)
             .status();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = eventstore::testing::free_port();
         let data = dir.join("data");
         assert!(
             run(

@@ -43,11 +43,7 @@ async fn an_unreachable_database_makes_the_server_unready() {
 /// A server whose database is down: its pool points at a port nothing
 /// listens on (what a stopped Postgres looks like to a client).
 async fn spawn_without_database() -> String {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = eventstore::testing::free_port();
     let options: sqlx::postgres::PgConnectOptions =
         format!("postgres://postgres@127.0.0.1:{port}/fulcrum?sslmode=disable")
             .parse()

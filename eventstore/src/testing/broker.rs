@@ -34,10 +34,7 @@ impl Broker {
     /// A Tansu of the test's own on a free port, not started yet: for
     /// tests that stop and restart it ([`Broker::up`], [`Broker::down`]).
     pub fn own() -> Broker {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|listener| listener.local_addr())
-            .expect("no free port")
-            .port();
+        let port = super::free_port();
         let run_dir =
             std::env::temp_dir().join(format!("fulcrum-kafka-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&run_dir).expect("cannot create the broker's run directory");
