@@ -543,15 +543,39 @@ pub async fn orders_reach(pool: &PgPool, expected: usize, status: &str, limit: D
     .await;
 }
 
+/// Posts `body` to `url` as the holder of `bearer` under one
+/// idempotency key, again while the server answers 503 (a database
+/// connection was not free in time, as under load while a broker is
+/// away), as a client does: the key makes a repeat safe. At most 30 s.
+pub async fn post_retrying(
+    client: &reqwest::Client,
+    url: &str,
+    bearer: &str,
+    body: &Value,
+) -> reqwest::Response {
+    let key = uuid::Uuid::new_v4().to_string();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let response = client
+            .post(url)
+            .bearer_auth(bearer)
+            .header("Idempotency-Key", &key)
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        if response.status() != 503 || Instant::now() > deadline {
+            return response;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// Defines `sku` at `unit_price` (cents, EUR) through `base`.
 pub async fn define_product(client: &reqwest::Client, base: &str, sku: &str, unit_price: i64) {
-    let defined = client
-        .post(format!("{base}/api/v1/products"))
-        .bearer_auth(token("olga", Role::Operator))
-        .json(&json!({"sku": sku, "name": "Widget", "unit_price": unit_price, "currency": "EUR"}))
-        .send()
-        .await
-        .unwrap();
+    let body = json!({"sku": sku, "name": "Widget", "unit_price": unit_price, "currency": "EUR"});
+    let bearer = token("olga", Role::Operator);
+    let defined = post_retrying(client, &format!("{base}/api/v1/products"), &bearer, &body).await;
     assert_eq!(defined.status(), 201);
 }
 
@@ -563,13 +587,9 @@ pub async fn product(client: &reqwest::Client, base: &str, sku: &str) {
 
 /// Receives `quantity` of `sku` through `base`; the position it reached.
 pub async fn receipt(client: &reqwest::Client, base: &str, sku: &str, quantity: i64) -> i64 {
-    let received = client
-        .post(format!("{base}/api/v1/inventory/{sku}/receipts"))
-        .bearer_auth(token("olga", Role::Operator))
-        .json(&json!({"quantity": quantity}))
-        .send()
-        .await
-        .unwrap();
+    let url = format!("{base}/api/v1/inventory/{sku}/receipts");
+    let bearer = token("olga", Role::Operator);
+    let received = post_retrying(client, &url, &bearer, &json!({"quantity": quantity})).await;
     assert_eq!(received.status(), 201);
     let body: serde_json::Value = received.json().await.unwrap();
     body["position"].as_i64().unwrap()
@@ -577,12 +597,8 @@ pub async fn receipt(client: &reqwest::Client, base: &str, sku: &str, quantity: 
 
 /// Places an order of `sku` through `base`.
 pub async fn order(client: &reqwest::Client, base: &str, customer: &str, sku: &str) {
-    let placed = client
-        .post(format!("{base}/api/v1/orders"))
-        .bearer_auth(token(customer, Role::Customer))
-        .json(&order_body(sku, 1))
-        .send()
-        .await
-        .unwrap();
+    let bearer = token(customer, Role::Customer);
+    let url = format!("{base}/api/v1/orders");
+    let placed = post_retrying(client, &url, &bearer, &order_body(sku, 1)).await;
     assert_eq!(placed.status(), 202);
 }
