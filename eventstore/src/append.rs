@@ -130,14 +130,7 @@ pub async fn append_in(
     events: &[NewEvent],
     metadata: &Value,
 ) -> Result<AppendResult, StoreError> {
-    validate(stream_id, events, metadata)?;
-    let append = OneAppend {
-        stream_id,
-        expected,
-        events,
-        metadata,
-        recorded_at: now_micros(),
-    };
+    let append = OneAppend::validated(stream_id, expected, events, metadata)?;
     let (result, _) = append.onto(conn, StreamHead::EMPTY).await?;
     Ok(result)
 }
@@ -149,10 +142,32 @@ pub(crate) struct OneAppend<'a> {
     pub expected: ExpectedVersion,
     pub events: &'a [NewEvent],
     pub metadata: &'a Value,
+    /// When its events are recorded (stamped once, kept by every call).
     pub recorded_at: DateTime<Utc>,
+    /// The size of its events and metadata (see `validate`).
+    pub bytes: usize,
 }
 
-impl OneAppend<'_> {
+impl<'a> OneAppend<'a> {
+    /// The append of `events` to `stream_id`, after checking its input
+    /// (nothing is written when that fails), recorded now.
+    pub(crate) fn validated(
+        stream_id: &'a str,
+        expected: ExpectedVersion,
+        events: &'a [NewEvent],
+        metadata: &'a Value,
+    ) -> Result<Self, StoreError> {
+        let bytes = validate(stream_id, events, metadata)?;
+        Ok(OneAppend {
+            stream_id,
+            expected,
+            events,
+            metadata,
+            recorded_at: now_micros(),
+            bytes,
+        })
+    }
+
     /// Writes the events hashed onto `base`, the head the caller guesses,
     /// in the transaction on `conn`: the first call of `fulcrum_append`
     /// takes the stream's lock; a stale guess costs a second call, which

@@ -182,20 +182,7 @@ mod tests {
 
     fn caused_by(cause: Option<&RecordedEvent>) -> RecordedEvent {
         let causation_id = cause.map(|c| c.event_id.to_string());
-        RecordedEvent {
-            event_id: Uuid::new_v4(),
-            stream_id: "order-1".into(),
-            stream_type: "order".into(),
-            version: 1,
-            global_position: 1,
-            event_type: "Placed".into(),
-            schema_version: 1,
-            data: json!({}),
-            metadata: json!({"correlation_id": "c-1", "causation_id": causation_id}),
-            recorded_at: Utc::now(),
-            hash: String::new(),
-            tx_id: 1,
-        }
+        RecordedEvent::placed_with(json!({"correlation_id": "c-1", "causation_id": causation_id}))
     }
 
     #[test]

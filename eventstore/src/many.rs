@@ -10,7 +10,7 @@ use sqlx::PgConnection;
 
 use crate::append::{now_micros, validate, Attempt, Rows, StreamHead};
 use crate::flat::Flat;
-use crate::model::{AppendResult, ExpectedVersion};
+use crate::model::AppendResult;
 use crate::{EventStore, StoreError, StreamAppend};
 
 /// Calls at most: the first hashes onto the heads this process last saw;
@@ -70,13 +70,7 @@ impl EventStore {
         for append in appends {
             guesses
                 .entry(append.stream_id)
-                .or_insert_with(|| match append.expected {
-                    ExpectedVersion::NoStream | ExpectedVersion::Exact(0) => StreamHead::EMPTY,
-                    _ => self
-                        .heads
-                        .get(append.stream_id)
-                        .unwrap_or(StreamHead::EMPTY),
-                });
+                .or_insert_with(|| self.guess(append.stream_id, append.expected));
         }
         guesses
     }

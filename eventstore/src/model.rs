@@ -130,6 +130,26 @@ impl RecordedEvent {
             position: self.global_position,
         }
     }
+
+    /// For unit tests: a `Placed` event, version 1 at position 1 of
+    /// `order-1`, carrying `metadata`.
+    #[cfg(test)]
+    pub(crate) fn placed_with(metadata: Value) -> RecordedEvent {
+        RecordedEvent {
+            event_id: Uuid::new_v4(),
+            stream_id: "order-1".into(),
+            stream_type: "order".into(),
+            version: 1,
+            global_position: 1,
+            event_type: "Placed".into(),
+            schema_version: 1,
+            data: serde_json::json!({}),
+            metadata,
+            recorded_at: Utc::now(),
+            hash: String::new(),
+            tx_id: 1,
+        }
+    }
 }
 
 /// A reader's place in the gap-free global order: the (transaction id,

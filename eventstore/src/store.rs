@@ -8,9 +8,7 @@ use serde_json::{json, Value};
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use crate::append::{
-    append_in, lock_stream, now_micros, validate, Attempt, OneAppend, Rows, StreamHead,
-};
+use crate::append::{append_in, lock_stream, validate, Attempt, OneAppend, Rows, StreamHead};
 use crate::group::{GroupWriter, Heads};
 use crate::idempotency::{self, Claim};
 use crate::metrics::StoreMetrics;
@@ -147,27 +145,20 @@ impl EventStore {
         events: &[NewEvent],
         metadata: &Value,
     ) -> Result<AppendResult, StoreError> {
-        let bytes = validate(stream_id, events, metadata)?;
-        let recorded_at = now_micros();
-        let guess = match expected {
-            ExpectedVersion::NoStream | ExpectedVersion::Exact(0) => StreamHead::EMPTY,
-            _ => self.heads.get(stream_id).unwrap_or(StreamHead::EMPTY),
-        };
-        let rows = Rows::build(stream_id, guess, events, metadata, recorded_at);
-        let base = match self.group.submit(stream_id, expected, rows, bytes).await {
+        let append = OneAppend::validated(stream_id, expected, events, metadata)?;
+        let guess = self.guess(stream_id, expected);
+        let rows = Rows::build(stream_id, guess, events, metadata, append.recorded_at);
+        let base = match self
+            .group
+            .submit(stream_id, expected, rows, append.bytes)
+            .await
+        {
             Ok(Attempt::Appended(result, _)) => return Ok(result),
             Ok(Attempt::Stale(head)) => head,
             Err(error) => return Err(error),
         };
         // The head moved under this process (another process appended):
         // continue in a transaction that holds the stream's lock.
-        let append = OneAppend {
-            stream_id,
-            expected,
-            events,
-            metadata,
-            recorded_at,
-        };
         let mut conn = self.pool.acquire().await?;
         let mut tx = sqlx::Connection::begin(&mut *conn).await?;
         let (result, head) =
@@ -190,23 +181,23 @@ impl EventStore {
         events: &[NewEvent],
         metadata: &Value,
     ) -> Result<AppendResult, StoreError> {
-        validate(stream_id, events, metadata)?;
-        let append = OneAppend {
-            stream_id,
-            expected,
-            events,
-            metadata,
-            recorded_at: now_micros(),
-        };
-        let guess = match expected {
-            ExpectedVersion::NoStream | ExpectedVersion::Exact(0) => StreamHead::EMPTY,
-            _ => self.heads.get(stream_id).unwrap_or(StreamHead::EMPTY),
-        };
+        let append = OneAppend::validated(stream_id, expected, events, metadata)?;
+        let guess = self.guess(stream_id, expected);
         let (result, head) = self.forgetting_on_error(stream_id, append.onto(conn, guess).await)?;
         // Remembered before the caller commits: should it roll back, the
         // next guess is stale and costs one more trip.
         self.heads.insert(stream_id.to_owned(), head);
         Ok(result)
+    }
+
+    /// The head an append to `stream_id` expecting `expected` hashes onto
+    /// first: the empty stream's when it expects none, else the head this
+    /// process last saw (a stale guess costs one more round trip).
+    pub(crate) fn guess(&self, stream_id: &str, expected: ExpectedVersion) -> StreamHead {
+        match expected {
+            ExpectedVersion::NoStream | ExpectedVersion::Exact(0) => StreamHead::EMPTY,
+            _ => self.heads.get(stream_id).unwrap_or(StreamHead::EMPTY),
+        }
     }
 
     /// `appended` as it is, forgetting the head this process knows of

@@ -85,20 +85,9 @@ mod tests {
 
     #[test]
     fn metadata_headers_are_text_or_omitted() {
-        let event = RecordedEvent {
-            event_id: uuid::Uuid::new_v4(),
-            stream_id: "order-1".into(),
-            stream_type: "order".into(),
-            version: 1,
-            global_position: 1,
-            event_type: "Placed".into(),
-            schema_version: 1,
-            data: json!({}),
-            metadata: json!({"correlation_id": "c-1", "causation_id": null, "traceparent": 3}),
-            recorded_at: chrono::Utc::now(),
-            hash: String::new(),
-            tx_id: 1,
-        };
+        let event = RecordedEvent::placed_with(
+            json!({"correlation_id": "c-1", "causation_id": null, "traceparent": 3}),
+        );
         let message = OwnedMessage::new(
             None,
             None,
