@@ -5,50 +5,19 @@
 //! makes (the store, a clean fold of the read models).
 #![allow(clippy::unwrap_used, clippy::expect_used, dead_code)]
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use api::auth::{mint_hs256, Role};
-use eventstore::kafka::topics::{topic_for, AGGREGATES};
 pub use eventstore::testing::{eventually, free_port};
 use projections::Projection;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::KafkaError;
-use rdkafka::message::{Headers, Message};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
-use serde_json::{json, Value};
+use serde_json::Value;
 use sqlx::PgPool;
 
-/// The HS256 secret the servers run with.
-pub const SECRET: &str = "a-fault-injection-test-secret-long-enough";
-
-/// A valid token for `sub` with `role`.
-pub fn token(sub: &str, role: Role) -> String {
-    mint_hs256(
-        SECRET.as_bytes(),
-        sub,
-        role,
-        Duration::from_secs(600),
-        "fulcrum",
-        "fulcrum-api",
-    )
-    .unwrap()
-}
-
-/// A product that is defined but never stocked: an order for it is
-/// cancelled (`out_of_stock`) by its saga without the payment gateway,
-/// whose sandbox keeps its books in the memory of one process.
-pub const UNSTOCKED: &str = "SKU-NONE";
-
-/// An order of `quantity` of `sku`, paid with an approving sandbox token.
-pub fn order_body(sku: &str, quantity: i64) -> Value {
-    json!({
-        "lines": [{"sku": sku, "quantity": quantity}],
-        "shipping_address": {"name": "Alice", "line1": "1 Main St", "city": "Berlin", "postal_code": "10115", "country": "DE"},
-        "payment_method": "tok_visa"
-    })
-}
+mod client;
+mod kafka_log;
+pub use client::*;
+pub use kafka_log::KafkaLog;
 
 /// What every `fulcrum serve` of one deployment shares.
 #[derive(Clone)]
@@ -181,171 +150,6 @@ pub async fn stored_event_ids(pool: &PgPool) -> HashSet<String> {
         .unwrap()
         .into_iter()
         .collect()
-}
-
-/// What the topics of one prefix hold, read by consuming every partition
-/// from the beginning (no consumer group): how often each event id was
-/// published.
-pub struct KafkaLog {
-    /// One consumer per topic (an end-of-partition event names only the
-    /// partition).
-    consumers: Vec<(String, BaseConsumer)>,
-    /// Messages per event id (the `event_id` header).
-    pub copies: HashMap<String, u32>,
-    /// Messages per topic.
-    pub per_topic: BTreeMap<String, usize>,
-    /// Partitions per topic, from the broker's metadata.
-    pub partitions: BTreeMap<String, usize>,
-    /// Per partition: messages read and the next offset after the last one.
-    pub read: BTreeMap<(String, i32), (usize, i64)>,
-    /// Partitions whose end the consumer reached (no message since).
-    at_end: HashSet<(String, i32)>,
-}
-
-impl KafkaLog {
-    /// A reader of the topics of `prefix` on `brokers`. The topics must
-    /// exist (the relay creates them at start).
-    pub fn open(brokers: &str, prefix: &str) -> KafkaLog {
-        let mut consumers = Vec::new();
-        let mut partitions = BTreeMap::new();
-        for aggregate in AGGREGATES {
-            let topic = topic_for(prefix, aggregate);
-            let consumer: BaseConsumer = ClientConfig::new()
-                .set("bootstrap.servers", brokers)
-                .set("group.id", format!("{prefix}.test-reader"))
-                .set("enable.auto.commit", "false")
-                .set("enable.partition.eof", "true")
-                .set("allow.auto.create.topics", "false")
-                .set("fetch.wait.max.ms", "10")
-                .create()
-                .unwrap();
-            let metadata = consumer
-                .fetch_metadata(Some(&topic), Duration::from_secs(10))
-                .unwrap();
-            let count = metadata.topics()[0].partitions().len();
-            assert!(count > 0, "topic {topic} does not exist");
-            let mut list = TopicPartitionList::new();
-            for partition in 0..count {
-                list.add_partition_offset(&topic, partition as i32, Offset::Beginning)
-                    .unwrap();
-            }
-            consumer.assign(&list).unwrap();
-            partitions.insert(topic.clone(), count);
-            consumers.push((topic, consumer));
-        }
-        KafkaLog {
-            consumers,
-            copies: HashMap::new(),
-            per_topic: BTreeMap::new(),
-            partitions,
-            read: BTreeMap::new(),
-            at_end: HashSet::new(),
-        }
-    }
-
-    /// Reads what arrives within `wait`; returns how many messages.
-    pub fn poll(&mut self, wait: Duration) -> usize {
-        let deadline = Instant::now() + wait;
-        let mut read = 0;
-        while Instant::now() < deadline {
-            for (topic, consumer) in &self.consumers {
-                let Some(message) = consumer.poll(Duration::from_millis(10)) else {
-                    continue;
-                };
-                let message = match message {
-                    Ok(message) => message,
-                    Err(KafkaError::PartitionEOF(partition)) => {
-                        self.at_end.insert((topic.clone(), partition));
-                        continue;
-                    }
-                    Err(error) => panic!("reading {topic}: {error}"),
-                };
-                let place = (topic.clone(), message.partition());
-                self.at_end.remove(&place);
-                let entry = self.read.entry(place).or_default();
-                entry.0 += 1;
-                entry.1 = message.offset() + 1;
-                let event_id = message
-                    .headers()
-                    .and_then(|h| h.iter().find(|h| h.key == "event_id"))
-                    .and_then(|h| h.value)
-                    .map(|v| String::from_utf8_lossy(v).into_owned())
-                    .expect("a message without an event_id header");
-                *self.copies.entry(event_id).or_default() += 1;
-                *self.per_topic.entry(topic.clone()).or_default() += 1;
-                read += 1;
-            }
-        }
-        read
-    }
-
-    /// Messages read so far.
-    pub fn messages(&self) -> usize {
-        self.copies.values().map(|n| *n as usize).sum()
-    }
-
-    /// Reads until every id of `expected` was seen (at most `limit`);
-    /// panics naming how many are missing.
-    pub fn read_until_all(&mut self, expected: &HashSet<String>, limit: Duration) {
-        let deadline = Instant::now() + limit;
-        loop {
-            let missing = expected
-                .iter()
-                .filter(|id| !self.copies.contains_key(*id))
-                .count();
-            if missing == 0 {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{missing} of {} stored events never reached Kafka ({} messages read)",
-                expected.len(),
-                self.messages()
-            );
-            self.poll(Duration::from_millis(100));
-        }
-    }
-
-    /// Reads until the consumer reached the end of every partition (the
-    /// end the broker's fetch answers name), so that a duplicate already
-    /// on Kafka is counted; at most `limit`.
-    pub fn read_to_end(&mut self, limit: Duration) {
-        let deadline = Instant::now() + limit;
-        let all = self.partitions.values().sum::<usize>();
-        loop {
-            self.poll(Duration::from_millis(100));
-            let ended = self
-                .partitions
-                .iter()
-                .flat_map(|(topic, n)| (0..*n as i32).map(move |p| (topic.clone(), p)))
-                .filter(|place| self.at_end.contains(place))
-                .count();
-            if ended == all {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "Kafka could not be read to its end"
-            );
-        }
-    }
-
-    /// The partitions whose high watermark, as the broker reports it now
-    /// (ListOffsets), is below the offset after the last message read
-    /// from them: (topic, partition, reported high, next offset read).
-    pub fn watermarks_behind_what_was_read(&self) -> Vec<(String, i32, i64, i64)> {
-        let mut behind = Vec::new();
-        for ((topic, partition), (_, next)) in &self.read {
-            let (_, consumer) = self.consumers.iter().find(|(t, _)| t == topic).unwrap();
-            let (_, high) = consumer
-                .fetch_watermarks(topic, *partition, Duration::from_secs(10))
-                .unwrap();
-            if high < *next {
-                behind.push((topic.clone(), *partition, high, *next));
-            }
-        }
-        behind
-    }
 }
 
 /// Waits until every projection has applied every event of the store
@@ -541,64 +345,4 @@ pub async fn orders_reach(pool: &PgPool, expected: usize, status: &str, limit: D
         counts.get(status).copied() == Some(expected as i64)
     })
     .await;
-}
-
-/// Posts `body` to `url` as the holder of `bearer` under one
-/// idempotency key, again while the server answers 503 (a database
-/// connection was not free in time, as under load while a broker is
-/// away), as a client does: the key makes a repeat safe. At most 30 s.
-pub async fn post_retrying(
-    client: &reqwest::Client,
-    url: &str,
-    bearer: &str,
-    body: &Value,
-) -> reqwest::Response {
-    let key = uuid::Uuid::new_v4().to_string();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let response = client
-            .post(url)
-            .bearer_auth(bearer)
-            .header("Idempotency-Key", &key)
-            .json(body)
-            .send()
-            .await
-            .unwrap();
-        if response.status() != 503 || Instant::now() > deadline {
-            return response;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-/// Defines `sku` at `unit_price` (cents, EUR) through `base`.
-pub async fn define_product(client: &reqwest::Client, base: &str, sku: &str, unit_price: i64) {
-    let body = json!({"sku": sku, "name": "Widget", "unit_price": unit_price, "currency": "EUR"});
-    let bearer = token("olga", Role::Operator);
-    let defined = post_retrying(client, &format!("{base}/api/v1/products"), &bearer, &body).await;
-    assert_eq!(defined.status(), 201);
-}
-
-/// Defines `sku` at 100 with 50 in stock through `base`.
-pub async fn product(client: &reqwest::Client, base: &str, sku: &str) {
-    define_product(client, base, sku, 100).await;
-    receipt(client, base, sku, 50).await;
-}
-
-/// Receives `quantity` of `sku` through `base`; the position it reached.
-pub async fn receipt(client: &reqwest::Client, base: &str, sku: &str, quantity: i64) -> i64 {
-    let url = format!("{base}/api/v1/inventory/{sku}/receipts");
-    let bearer = token("olga", Role::Operator);
-    let received = post_retrying(client, &url, &bearer, &json!({"quantity": quantity})).await;
-    assert_eq!(received.status(), 201);
-    let body: serde_json::Value = received.json().await.unwrap();
-    body["position"].as_i64().unwrap()
-}
-
-/// Places an order of `sku` through `base`.
-pub async fn order(client: &reqwest::Client, base: &str, customer: &str, sku: &str) {
-    let bearer = token(customer, Role::Customer);
-    let url = format!("{base}/api/v1/orders");
-    let placed = post_retrying(client, &url, &bearer, &order_body(sku, 1)).await;
-    assert_eq!(placed.status(), 202);
 }
